@@ -1,0 +1,96 @@
+"""LoRA / AdaLoRA on the (quantized) blocks: PEFT configs with per-layer ranks, and rank read-back.
+
+Target modules are given to PEFT as full module names, so a per-layer rank pattern lands exactly on the layers of
+block i and nowhere else. PEFT picks its bitsandbytes LoRA / AdaLoRA layer for each 4-bit / 8-bit base layer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.config import AdapterConfig
+from trainables.errors import ConfigError
+
+
+def target_names(prefix: str, layer_modules: list[list[str]], cfg: AdapterConfig) -> list[list[str]]:
+    """Full names of the adapted modules of each block (filtered by `cfg.target_modules` suffixes)."""
+    out = []
+    for i, names in enumerate(layer_modules):
+        chosen = [n for n in names if cfg.target_modules is None or any(n == t or n.endswith("." + t) for t in cfg.target_modules)]
+        out.append([f"{prefix}.{i}.{n}" for n in chosen])
+    if not any(out):
+        available = sorted({n.rsplit(".", 1)[-1] for names in layer_modules for n in names})
+        raise ConfigError(
+            f"adapter.target_modules: {cfg.target_modules} matches no linear layer in the blocks; "
+            f"available: {', '.join(available)}"
+        )
+    return out
+
+
+def peft_config(cfg: AdapterConfig, targets: list[list[str]], task: str, total_steps: int) -> Any:
+    """The PEFT LoraConfig (with a per-module rank pattern) or AdaLoraConfig for these targets."""
+    from peft import AdaLoraConfig, LoraConfig, TaskType
+
+    task_type = TaskType.SEQ_CLS if task == "sst2" else TaskType.CAUSAL_LM
+    if cfg.method == "adalora":
+        tinit, tfinal, delta = cfg.schedule(total_steps)
+        return AdaLoraConfig(
+            init_r=cfg.init_r, target_r=cfg.target_r, tinit=tinit, tfinal=tfinal, deltaT=delta,
+            beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight, total_step=total_steps,
+            lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[n for names in targets for n in names],
+            task_type=task_type,
+        )
+    ranks = cfg.ranks_per_layer(len(targets))
+    names = [n for r, layer in zip(ranks, targets) if r > 0 for n in layer]
+    if not names:
+        raise ConfigError("adapter.layer_ranks: every layer has rank 0, nothing would train; give some layer a rank > 0")
+    pattern = {re.escape(n): r for r, layer in zip(ranks, targets) if r > 0 and r != cfg.r for n in layer}
+    return LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=names, rank_pattern=pattern,
+        task_type=task_type,
+    )
+
+
+def attach(model: nn.Module, cfg: AdapterConfig, prefix: str, layer_modules: list[list[str]], task: str,
+           total_steps: int) -> Any:
+    """Wrap `model` with the adapter; only adapter weights (and the classification head) train."""
+    from peft import get_peft_model
+
+    targets = target_names(prefix, layer_modules, cfg)
+    return get_peft_model(model, peft_config(cfg, targets, task, total_steps))
+
+
+def _lora_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: mod for name, mod in model.named_modules() if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {})}
+
+
+def active_ranks(model: nn.Module, trained: bool = True) -> dict[str, int]:
+    """Rank of each adapted module: LoRA's r; after AdaLoRA training, the count of singular values not pruned
+    to zero (AdaLoRA starts its singular values at zero, so before training it is init_r)."""
+    out = {}
+    for name, mod in _lora_modules(model).items():
+        lora_e = getattr(mod, "lora_E", None)
+        if trained and lora_e is not None and "default" in lora_e:
+            out[name] = int(torch.count_nonzero(lora_e["default"].detach()).item())
+        else:
+            out[name] = int(mod.r["default"])
+    return out
+
+
+def ranks_by_layer(ranks: dict[str, int], prefix: str, num_layers: int) -> list[list[int]]:
+    """Group module ranks by block index (blocks without adapters get an empty list)."""
+    pattern = re.compile(rf"(^|\.){re.escape(prefix)}\.(\d+)\.")
+    grouped: list[list[int]] = [[] for _ in range(num_layers)]
+    for name, r in ranks.items():
+        match = pattern.search(name)
+        if match:
+            grouped[int(match.group(2))].append(r)
+    return grouped
+
+
+def adapter_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)

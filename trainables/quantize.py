@@ -1,0 +1,239 @@
+"""Per-layer weight precision: swap each block's linear layers for a 4/8/16/32-bit layer, and count bytes exactly.
+
+4 = bitsandbytes `Linear4bit` (NF4 by default, with double quantization), 8 = `Linear8bitLt` (LLM.int8, int8
+weights + one float32 scale per output row), 16 = `HalfLinear` (bfloat16 or float16 weights, float32 activations
+outside), 32 = plain `nn.Linear`. GPT-2's `Conv1D` layers are turned into `nn.Linear` (transposed weight) first.
+Embeddings, norms and the task head are not touched.
+
+Layers are converted one at a time and the float32 original is dropped right away, so quantizing never holds a
+second full-precision copy of the model.
+
+Byte accounting (`layer_bytes`, `formula_bytes`) counts every tensor a layer keeps: packed weights, the 4-bit
+absmax constants (8-bit when double-quantized, plus the float32 second-level absmax per 256 blocks, the 256-entry
+second-level code and its offset), the 16-entry 4-bit code, the int8 row scales, and the bias. Effective bits per
+weight count the parts that grow with the weight (packed weights and absmax constants): 4.127 for NF4 with double
+quantization and block size 64 (4 + 8/64 + 32/(64*256)), 4.5 without double quantization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from trainables.config import QuantizationConfig
+
+BLOCKSIZE_4BIT = 64
+NESTED_BLOCKSIZE = 256
+
+
+class HalfLinear(nn.Linear):
+    """A linear layer holding 16-bit weights inside a float32 network: casts the input in and the output back.
+    The bias stays float32 and is added after the cast back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+        return out + self.bias if self.bias is not None else out
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def _as_linear(module: nn.Module) -> nn.Linear:
+    """nn.Linear view of a Linear or GPT-2 Conv1D (whose weight is stored transposed)."""
+    if isinstance(module, nn.Linear):
+        return module
+    in_f, out_f = module.weight.shape
+    lin = nn.Linear(in_f, out_f, bias=module.bias is not None, device="meta")
+    lin.weight = nn.Parameter(module.weight.data.t().contiguous(), requires_grad=False)
+    if module.bias is not None:
+        lin.bias = nn.Parameter(module.bias.data, requires_grad=False)
+    return lin
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def convert_linear(module: nn.Module, bits: int, qcfg: QuantizationConfig, device: torch.device) -> nn.Module:
+    """A new layer of `bits` precision with the weights of `module` (Linear or Conv1D), placed on `device`."""
+    src = _as_linear(module)
+    has_bias = src.bias is not None
+    weight = src.weight.data
+    bias = src.bias.data.float() if has_bias else None
+    if bits == 32:
+        new: nn.Module = nn.Linear(src.in_features, src.out_features, bias=has_bias, device="meta")
+        new.weight = nn.Parameter(weight.float(), requires_grad=False)
+        if has_bias:
+            new.bias = nn.Parameter(bias, requires_grad=False)
+        return new.to(device)
+    if bits == 16:
+        new = HalfLinear(src.in_features, src.out_features, bias=has_bias, device="meta")
+        new.weight = nn.Parameter(weight.to(_dtype(qcfg.half_dtype)), requires_grad=False)
+        if has_bias:
+            new.bias = nn.Parameter(bias, requires_grad=False)
+        return new.to(device)
+    import bitsandbytes as bnb
+
+    if bits == 8:
+        new = bnb.nn.Linear8bitLt(
+            src.in_features, src.out_features, bias=has_bias, has_fp16_weights=False, threshold=0.0, device="meta"
+        )
+        new.weight = bnb.nn.Int8Params(weight.float().contiguous(), requires_grad=False, has_fp16_weights=False)
+    else:
+        new = bnb.nn.Linear4bit(
+            src.in_features, src.out_features, bias=has_bias, compute_dtype=torch.float32,
+            compress_statistics=qcfg.double_quant, quant_type=qcfg.quant_type, device="meta",
+        )
+        new.weight = bnb.nn.Params4bit(
+            weight.float().contiguous(), requires_grad=False, compress_statistics=qcfg.double_quant,
+            quant_type=qcfg.quant_type, blocksize=BLOCKSIZE_4BIT,
+        )
+        # On AVX512-BF16 CPUs an eval-mode Linear4bit repacks its weight one way; keep the portable layout.
+        new.support_avx512bf16_for_cpu = False
+    if has_bias:
+        new.bias = nn.Parameter(bias, requires_grad=False)
+    return new.to(device)  # bitsandbytes quantizes on the move to the device
+
+
+@dataclass
+class LayerReport:
+    """Bytes and bits of one transformer block's linear layers."""
+
+    index: int
+    bits: int
+    n_weights: int = 0
+    weight_bytes: int = 0
+    """Every byte the block's linear layers hold (weights, quantization state, bias)."""
+    scaling_bytes: int = 0
+    """The part that grows with the weights: packed weights plus per-block / per-row constants."""
+    modules: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.scaling_bytes / self.n_weights if self.n_weights else 0.0
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+def layer_bytes(module: nn.Module) -> tuple[int, int]:
+    """(all bytes, bytes that scale with the weight) a converted linear layer holds, bias included in the first."""
+    bias = _nbytes(getattr(module, "bias", None))
+    weight = module.weight
+    state = getattr(weight, "quant_state", None)
+    if state is not None:  # 4-bit
+        scaling = _nbytes(weight) + _nbytes(state.absmax)
+        fixed = _nbytes(state.code)
+        if state.nested:
+            scaling += _nbytes(state.state2.absmax)
+            fixed += _nbytes(state.state2.code) + _nbytes(state.offset)
+        return scaling + fixed + bias, scaling
+    scb = getattr(weight, "SCB", None)
+    if weight.dtype == torch.int8:
+        scaling = _nbytes(weight) + _nbytes(scb)
+        return scaling + bias, scaling
+    return _nbytes(weight) + bias, _nbytes(weight)
+
+
+def formula_bytes(bits: int, out_features: int, in_features: int, bias: bool = False, double_quant: bool = True,
+                  half_bytes: int = 2) -> tuple[int, int]:
+    """The analytic (all bytes, scaling bytes) of a layer; must equal `layer_bytes` of the converted layer."""
+    n = out_features * in_features
+    bias_bytes = 4 * out_features if bias else 0
+    if bits == 32:
+        return 4 * n + bias_bytes, 4 * n
+    if bits == 16:
+        return half_bytes * n + bias_bytes, half_bytes * n
+    if bits == 8:
+        scaling = n + 4 * out_features
+        return scaling + bias_bytes, scaling
+    blocks = -(-n // BLOCKSIZE_4BIT)
+    packed = -(-n // 2)
+    if double_quant:
+        scaling = packed + blocks + 4 * -(-blocks // NESTED_BLOCKSIZE)
+        fixed = 16 * 4 + 256 * 4 + 4
+    else:
+        scaling = packed + 4 * blocks
+        fixed = 16 * 4
+    return scaling + fixed + bias_bytes, scaling
+
+
+@dataclass
+class QuantReport:
+    layers: list[LayerReport]
+    other_bytes: int
+    """Bytes of everything outside the blocks' linear layers (embeddings, norms, head), tied weights once."""
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.other_bytes + sum(layer.weight_bytes for layer in self.layers)
+
+    @property
+    def bits_per_layer(self) -> list[int]:
+        return [layer.bits for layer in self.layers]
+
+
+def quantize_blocks(
+    blocks: nn.ModuleList, bits_per_layer: list[int], qcfg: QuantizationConfig, device: torch.device
+) -> list[LayerReport]:
+    """Replace every linear layer inside block i with a `bits_per_layer[i]` layer on `device`, in place."""
+    reports = []
+    for index, (block, bits) in enumerate(zip(blocks, bits_per_layer)):
+        report = LayerReport(index=index, bits=bits)
+        targets = [(name, mod) for name, mod in block.named_modules() if name and is_linear_like(mod)]
+        for name, mod in targets:
+            parent_name, _, child = name.rpartition(".")
+            parent = block.get_submodule(parent_name) if parent_name else block
+            new = convert_linear(mod, bits, qcfg, device)
+            setattr(parent, child, new)
+            del mod
+            total, scaling = layer_bytes(new)
+            report.n_weights += new.in_features * new.out_features
+            report.weight_bytes += total
+            report.scaling_bytes += scaling
+            report.modules.append(name)
+        reports.append(report)
+    return reports
+
+
+def quantized_module_ids(blocks: nn.ModuleList) -> set[int]:
+    return {id(m) for block in blocks for m in block.modules() if is_linear_like(m) or _is_bnb(m)}
+
+
+def _is_bnb(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("bitsandbytes")
+
+
+def other_bytes(model: nn.Module, blocks: nn.ModuleList) -> int:
+    """Bytes of parameters and buffers outside the blocks' linear layers, each tensor counted once."""
+    inside = {id(p) for m in blocks.modules() if is_linear_like(m) or _is_bnb(m) for p in m.parameters(recurse=False)}
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in inside or id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += _nbytes(t)
+    return total
+
+
+def mark_quantized(model: nn.Module, bits_per_layer: list[int]) -> None:
+    """Set the flags PEFT reads to pick its bitsandbytes LoRA / AdaLoRA layer types (it still checks each layer)."""
+    model.is_loaded_in_4bit = 4 in bits_per_layer
+    model.is_loaded_in_8bit = 8 in bits_per_layer
+
+
+def quantize_model(model: nn.Module, blocks: nn.ModuleList, qcfg: QuantizationConfig,
+                   device: torch.device) -> QuantReport:
+    """Quantize the blocks per the config, move the rest of the model to `device`, and account the bytes."""
+    bits = qcfg.bits_per_layer(len(blocks))
+    reports = quantize_blocks(blocks, bits, qcfg, device)
+    model.to(device)
+    mark_quantized(model, bits)
+    return QuantReport(layers=reports, other_bytes=other_bytes(model, blocks))

@@ -1,0 +1,84 @@
+"""The typed outcome of one trial: status plus every metric the research reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TrialStatus(str, enum.Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    """Raised (out of memory, non-finite loss, broken model): `error` holds the reason."""
+    STOPPED = "stopped"
+    """Stopped early by a scheduler (ASHA): its metrics are partial and kept off Pareto fronts."""
+    INFEASIBLE = "infeasible"
+    """Never trained: the memory model predicted it over the budget."""
+
+
+@dataclass
+class TrialResult:
+    status: TrialStatus = TrialStatus.COMPLETED
+    error: str | None = None
+    task: str = ""
+    model: str = ""
+    config_id: str | None = None
+    metric_name: str = ""
+    """`accuracy` (SST-2) or `perplexity` (WikiText-2)."""
+    accuracy: float | None = None
+    perplexity: float | None = None
+    eval_loss: float | None = None
+    final_train_loss: float | None = None
+    steps: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
+    """Base model parameters (4-bit weights counted as weights, not packed bytes) plus adapter parameters."""
+    trainable_pct: float = 0.0
+    weight_memory_mb: float = 0.0
+    """Computed bytes of the base model's weights as stored (quantization state included)."""
+    adapter_memory_mb: float = 0.0
+    peak_memory_mb: float | None = None
+    """Measured peak during training, above the trial's starting point (see `memory_measure`)."""
+    peak_load_memory_mb: float | None = None
+    """Measured peak while loading and quantizing the model."""
+    predicted_peak_mb: float | None = None
+    memory_measure: str = ""
+    load_time_s: float = 0.0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    train_tokens: int = 0
+    tokens_per_s: float = 0.0
+    bits_per_layer: list[int] = field(default_factory=list)
+    bits_per_weight_per_layer: list[float] = field(default_factory=list)
+    layer_weight_bytes: list[int] = field(default_factory=list)
+    ranks_per_layer: list[float] = field(default_factory=list)
+    """Mean adapter rank of the adapted modules of each block (AdaLoRA: after pruning)."""
+    initial_ranks_per_layer: list[float] = field(default_factory=list)
+    total_rank: int = 0
+    """Sum of the ranks of all adapted modules."""
+    initial_total_rank: int = 0
+    module_ranks: dict[str, int] = field(default_factory=dict)
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    device: str = ""
+    data_note: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["loss_curve"] = [list(p) for p in self.loss_curve]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["status"] = TrialStatus(kwargs.get("status", "completed"))
+        kwargs["loss_curve"] = [tuple(p) for p in kwargs.get("loss_curve", [])]
+        return cls(**kwargs)
+
+    @property
+    def objective(self) -> float | None:
+        return self.accuracy if self.metric_name == "accuracy" else self.perplexity
