@@ -123,13 +123,17 @@ def prepare(cfg: TrialConfig) -> Prepared:
     result.data_note = task_data.data_note
     steps = total_steps(cfg, len(task_data.train))
 
+    # The module tree on the meta device: the memory prediction, and every import loading needs, before the baseline.
+    arch = arch_from_model(models.meta_model(cfg.model, cfg.task.name), causal=cfg.task.name == "wikitext2")
+    result.predicted_peak_mb = round(estimate(arch, cfg, device.type).total_mb, 1)
+    import bitsandbytes  # noqa: F401
+    import peft  # noqa: F401
+
     meter.set_baseline()
     meter.start_phase()
     t0 = time.perf_counter()
     model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed)
     prefix, blocks = models.find_blocks(model)
-    arch = arch_from_model(model, causal=cfg.task.name == "wikitext2")
-    result.predicted_peak_mb = round(estimate(arch, cfg, device.type).total_mb, 1)
     report = quantize_model(model, blocks, cfg.quantization, device)
     base_params = sum(layer.n_weights for layer in report.layers) + sum(
         p.numel() for n, p in _named_unique(model) if not _in_block_linears(n, prefix, report)
@@ -238,9 +242,10 @@ def evaluate(p: Prepared) -> None:
         loss_sum = 0.0
         for i in range(0, len(td.eval_ids), bs):
             batch = _to(data.collate(td.eval_ids[i:i + bs], td.eval_labels[i:i + bs], pad, causal=False), p.device)
-            out = model(**batch)
-            loss_sum += float(out.loss) * len(batch["labels"])
-            preds.extend(out.logits.argmax(-1).tolist())
+            labels = batch.pop("labels")  # the task loss alone (AdaLoRA adds its regulariser to a model loss)
+            logits = model(**batch).logits.float()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            preds.extend(logits.argmax(-1).tolist())
         result.accuracy = metrics.accuracy(preds, td.eval_labels)
         result.eval_loss = loss_sum / max(1, len(td.eval_labels))
     else:

@@ -267,3 +267,8 @@ def meta_model(cfg: ModelConfig, task: str) -> nn.Module:
     auto = AutoModelForSequenceClassification if task == "sst2" else AutoModelForCausalLM
     with torch.device("meta"):
         return auto.from_config(config)
+
+
+def count_layers(cfg: ModelConfig) -> int:
+    """Number of transformer blocks, from the config alone."""
+    return num_layers_of(load_config(cfg))

@@ -1,0 +1,94 @@
+"""The `analyze` subcommand: `rankbits analyze RESULTS_DIR [RESULTS_DIR ...] [--objectives ...] [--out DIR]`.
+
+`search/cli.py` calls `register(subparsers)`; the parsed arguments carry `handler=run`, so the main CLI
+dispatches with `args.handler(args)` and turns a `ConfigError` into one line on stderr and exit code 2.
+`main()` does the same on its own (`python -m analysis.cli RESULTS_DIR ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from analysis.objectives import OBJECTIVE_COLUMNS
+from analysis.report import key_table_text, write_frame_report
+from analysis.results import load_results
+from trainables.errors import ConfigError
+
+HELP = "tables, Pareto set, hypervolume and plots for one or more results folders"
+DESCRIPTION = "Tables, Pareto set, hypervolume and plots for one or more results folders."
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `analyze` to an argparse subparsers object (from `parser.add_subparsers()`); returns its parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser("analyze", help=HELP, description=DESCRIPTION)
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results_dirs",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS_DIR",
+        help="results/<name> folder(s) written by the grid or Pareto search; several are compared",
+    )
+    parser.add_argument(
+        "--objectives",
+        default=None,
+        metavar="COL:DIR,...",
+        help="e.g. accuracy:max,peak_memory_mb:min (default: accuracy:max if the results have accuracy "
+        f"values, else perplexity:min; plus peak_memory_mb:min). Columns: {', '.join(OBJECTIVE_COLUMNS)}",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where report.md, pareto.csv and the plots go (default: RESULTS_DIR/analysis for one folder, "
+        "analysis/ beside the folders for several)",
+    )
+
+
+def default_out_dir(results_dirs: list[Path]) -> Path:
+    if len(results_dirs) == 1:
+        return results_dirs[0] / "analysis"
+    parents = {p.resolve().parent for p in results_dirs}
+    return (parents.pop() if len(parents) == 1 else Path.cwd()) / "analysis"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report and print the key table; returns 0. Bad input raises `ConfigError`."""
+    dirs = list(args.results_dirs)
+    for folder in dirs:
+        if not Path(folder).is_dir():
+            raise ConfigError(
+                f"analyze: results folder {str(folder)!r} does not exist; give results/<name> folders"
+            )
+    out = args.out if args.out is not None else default_out_dir(dirs)
+    df = load_results(dirs)
+    paths = write_frame_report(df, args.objectives, out, [Path(d).name for d in dirs])
+    print(key_table_text(df, args.objectives))
+    print()
+    print(f"report: {paths.report}")
+    print(f"pareto set: {paths.pareto_csv}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.cli", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

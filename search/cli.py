@@ -1,0 +1,51 @@
+"""`rankbits`: one console script with subcommands (run, grid, pareto, analyze).
+
+Bad input anywhere becomes one line on stderr and exit code 2, before any training starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from trainables.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search import grid_cmd, pareto_cmd, run_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="rankbits",
+        description="Which LoRA rank allocation and per-layer weight precision fit your memory best?",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_cmd.register(sub)
+    grid_cmd.register(sub)
+    pareto_cmd.register(sub)
+    try:
+        from analysis import cli as analysis_cli
+    except ImportError:  # pragma: no cover - analysis is part of the package
+        analysis_cli = None
+    if analysis_cli is not None:
+        analysis_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"rankbits {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rankbits {args.command}: interrupted; completed trials are kept, rerun with --resume to finish",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

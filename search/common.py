@@ -1,0 +1,73 @@
+"""Flags and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trainables.config import TASKS, TrialConfig
+from trainables.errors import ConfigError
+
+
+def add_data_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="local data root (sst2/*.tsv, wikitext-2/wiki.*.tokens); default $RANKBITS_DATA_DIR, else the hub")
+
+
+def add_set_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. training.lr=1e-4 or adapter.layer_ranks=0:4,5:12 (repeatable)")
+
+
+def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"{what} is empty")
+    if allowed is not None:
+        for item in items:
+            if item not in allowed:
+                raise ConfigError(f"unknown {what[2:].rstrip('s')} {item!r}; choose from {', '.join(allowed)}")
+    return items
+
+
+def parse_tasks(text: str) -> list[str]:
+    return parse_csv(text, "--tasks", TASKS)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in parse_csv(text, "--seeds")]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give integers like 0,1,2") from None
+
+
+def apply_overrides(cfg: TrialConfig, overrides: list[str]) -> TrialConfig:
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: a kill never leaves a half-written file.
+    Secret values from the environment (.env tokens) are redacted."""
+    from search.envfile import redact
+
+    text = redact(text)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=True) + "\n")

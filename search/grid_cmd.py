@@ -1,0 +1,103 @@
+"""`rankbits grid`: the fixed six-config research grid (config id x task x seed) as Ray Tune trials."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from search.common import add_data_flag, add_set_flag, apply_overrides, parse_seeds, parse_tasks
+from spaces.grid import GRID_IDS, TASK_MODELS, grid_config, parse_config_ids
+from trainables.config import ModelConfig, TrialConfig
+from trainables.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="run the fixed six-config grid on Ray Tune and write the summary table")
+    p.add_argument("--configs", default=",".join(GRID_IDS), help=f"comma list of {', '.join(GRID_IDS)}")
+    p.add_argument("--tasks", default="sst2,wikitext2", help="comma list of sst2, wikitext2")
+    p.add_argument("--model-sst2", default=TASK_MODELS["sst2"], help="model for SST-2")
+    p.add_argument("--model-wikitext2", default=TASK_MODELS["wikitext2"], help="model for WikiText-2")
+    p.add_argument("--seeds", default="0", help="comma list of seeds, e.g. 0,1,2")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps per trial (default: per task)")
+    add_data_flag(p)
+    add_set_flag(p)
+    add_experiment_flags(p, default_name="grid")
+    p.set_defaults(handler=handle)
+
+
+def add_experiment_flags(p: argparse.ArgumentParser, default_name: str) -> None:
+    p.add_argument("--results-dir", default="results", help="parent folder of experiments")
+    p.add_argument("--name", default=default_name, help="experiment name (folder under --results-dir)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if the folder holds another experiment (the old one is moved aside)")
+    p.add_argument("--ray-address", default=None, help="run on an existing Ray cluster (host:port)")
+    p.add_argument("--device-memory-gb", type=float, default=None,
+                   help="memory budget shared by concurrent trials (default: usable device memory)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
+
+
+@functools.lru_cache(maxsize=None)
+def _layers(model: str) -> int:
+    from trainables.models import count_layers
+
+    return count_layers(ModelConfig(name=model))
+
+
+@functools.lru_cache(maxsize=None)
+def _arch(model: str, task: str) -> Any:
+    from trainables.memory import arch_for
+
+    return arch_for(TrialConfig.from_dict({"task": {"name": task}, "model": {"name": model}}))
+
+
+def predicted_mb(cfg: TrialConfig, device_kind: str) -> float:
+    from trainables.memory import estimate
+
+    return estimate(_arch(cfg.model.name, cfg.task.name), cfg, device_kind).total_mb
+
+
+def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
+    from trainables.checks import preflight
+
+    configs = parse_config_ids(args.configs)
+    tasks = parse_tasks(args.tasks)
+    seeds = parse_seeds(args.seeds)
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
+    data_dir = args.data_dir or os.environ.get("RANKBITS_DATA_DIR")
+    models = {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2}
+    cells = []
+    for config_id in configs:
+        for task in tasks:
+            for seed in seeds:
+                cfg = grid_config(config_id, task, models[task], _layers(models[task]), seed=seed,
+                                  data_dir=data_dir, max_steps=args.max_steps)
+                cfg = apply_overrides(cfg, args.overrides)
+                preflight(cfg)
+                cells.append(cfg)
+    return cells
+
+
+def handle(args: argparse.Namespace) -> int:
+    from search import results_io
+    from search.launch import launch
+
+    cells = build_cells(args)
+    spec = {
+        "kind": "grid", "configs": parse_config_ids(args.configs), "tasks": parse_tasks(args.tasks),
+        "models": {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2}, "seeds": parse_seeds(args.seeds),
+        "max_steps": args.max_steps, "overrides": list(args.overrides),
+    }
+    order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
+    table = launch(args, cells, spec, order)
+    return 0 if any(r["status"] == "completed" for r in table) or not table else 1
+
+
+def root_of(args: argparse.Namespace) -> Path:
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise ConfigError(f"--name {args.name!r}: give a plain folder name like grid-1")
+    return Path(args.results_dir) / args.name

@@ -1,0 +1,87 @@
+"""Run a list of fixed trial configs (the grid) through Ray Tune, resumably, and write the results folder."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from search import results_io
+from search.resources import detect_device, max_concurrency, plan_trial
+from trainables.config import TrialConfig
+from trainables.errors import ConfigError
+
+
+def resource_cells(cells: list[TrialConfig], device: Any, use_memory: bool,
+                   requested_concurrency: int | None) -> tuple[list[dict[str, Any]], int]:
+    from search.grid_cmd import predicted_mb
+
+    peaks = [predicted_mb(c, device.kind) for c in cells]
+    smallest = min(peaks)
+    if smallest > device.memory_mb:
+        raise ConfigError(
+            f"memory budget {device.memory_mb:.0f} MB is below the smallest trial's predicted peak "
+            f"({smallest:.0f} MB); raise --device-memory-gb or choose smaller configs"
+        )
+    concurrency = max_concurrency(device, peaks, requested_concurrency)
+    out = []
+    for cfg, peak in zip(cells, peaks):
+        res = plan_trial(device, peak, concurrency)
+        out.append({
+            "trial": cfg.to_dict(), "threads": res.threads, "memory_fraction": res.memory_fraction,
+            "predicted_peak_mb": round(peak, 1), "resources": res.ray_request(use_memory),
+        })
+    return out, concurrency
+
+
+def launch(args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, Any],
+           order: list[str]) -> list[dict[str, Any]]:
+    from ray import tune
+
+    from search.grid_cmd import root_of
+    from search.tuner import build_or_restore, init_ray, make_callbacks, quiet
+
+    quiet()
+    if args.max_concurrent is not None and args.max_concurrent <= 0:
+        raise ConfigError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
+    if args.device_memory_gb is not None and args.device_memory_gb <= 0:
+        raise ConfigError(f"--device-memory-gb {args.device_memory_gb}: must be > 0")
+    root = root_of(args)
+    device = detect_device(args.device_memory_gb)
+    resource_cells(cells, device, True, args.max_concurrent)  # budget check before touching the folder
+    resuming = results_io.prepare_folder(root, spec, args.resume, args.overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        results_io.write_spec(root, spec)
+    use_memory = init_ray(device, args.ray_address)
+    restorable = resuming and results_io.tune_dir(root).exists() and tune.Tuner.can_restore(
+        str(results_io.tune_dir(root)))
+    todo = cells
+    if not restorable:  # cells finished by a run that died before Tune saved its state are not run again
+        finished = {_key_of(e) for e in results_io.collect(root) if e["result"]["status"] == "completed"}
+        todo = [c for c in cells if results_io.cell_key(c.config_id or "", c.task.name, c.training.seed)
+                not in finished]
+    prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent)
+    print(f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
+          f"memory budget {device.memory_mb:.0f} MB -> {root}", flush=True)
+    if todo:
+        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
+                                      trial_dirname_creator=_dirname, reuse_actors=False)
+        tuner = build_or_restore(root, {"cell": tune.grid_search(prepared)}, tune_config,
+                                 make_callbacks(root, order, len(todo)), resume=restorable)
+        tuner.fit()
+    table = results_io.write_summary(root, order)
+    print()
+    print(results_io.table_text(table))
+    print(f"\nsummary: {root / 'experiment_summary.csv'}  all results: {root / 'all_results.json'}")
+    return table
+
+
+def _dirname(trial: Any) -> str:
+    from search.tuner import trial_dirname
+
+    return trial_dirname(trial)
+
+
+def _key_of(entry: dict[str, Any]) -> str:
+    cfg = entry["config"]
+    return results_io.cell_key(cfg.get("config_id") or "", cfg["task"]["name"], cfg["training"]["seed"])

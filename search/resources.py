@@ -1,0 +1,93 @@
+"""Resource limits for one device: how many trials run at once, their threads and their memory share.
+
+- Accelerator (one Apple Silicon GPU, or one CUDA GPU): trials share the device under a memory budget (default: the
+  usable share of unified memory, `torch.mps.recommended_max_memory()`; `--device-memory-gb` overrides). Each trial
+  asks Ray for the custom resource `device_memory_mb` equal to its predicted peak (+ headroom), so trials run
+  concurrently only when their predicted peaks fit together. On MPS each trial is also capped with
+  `torch.mps.set_per_process_memory_fraction`, so one that outgrows its share fails cleanly instead of swapping.
+- CPU only: the cores are split between concurrent trials (each trial's torch thread count = its CPU share), and
+  predicted peaks must fit in the available RAM the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+MEMORY_RESOURCE = "device_memory_mb"
+HEADROOM = 1.25
+MIN_CPUS_PER_TRIAL = 1
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: str  # "mps", "cuda" or "cpu"
+    memory_mb: float
+    """Usable memory for trials: the device's recommended working set, or available RAM on CPU."""
+    cpus: int
+
+
+def detect_device(device_memory_gb: float | None = None) -> DeviceInfo:
+    import psutil
+    import torch
+
+    cpus = os.cpu_count() or 1
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        memory = torch.mps.recommended_max_memory() / 2**20
+        kind = "mps"
+    elif torch.cuda.is_available():
+        memory = torch.cuda.get_device_properties(0).total_memory / 2**20 * 0.9
+        kind = "cuda"
+    else:
+        memory = psutil.virtual_memory().available / 2**20 * 0.8
+        kind = "cpu"
+    if device_memory_gb is not None:
+        memory = device_memory_gb * 1024
+    return DeviceInfo(kind, float(memory), cpus)
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    cpus: int
+    memory_mb: float
+    """Ray custom resource request (predicted peak x headroom, at most the budget)."""
+    threads: int
+    memory_fraction: float | None
+    """MPS: share of the recommended working set this trial may allocate."""
+
+    def ray_request(self, use_memory_resource: bool) -> dict[str, float]:
+        req: dict[str, float] = {"cpu": self.cpus}
+        if use_memory_resource:
+            req[MEMORY_RESOURCE] = self.memory_mb
+        return req
+
+
+def plan_trial(device: DeviceInfo, predicted_peak_mb: float, concurrency: int) -> TrialResources:
+    """Resources of one trial given how many trials may run side by side (CPU split evenly between them)."""
+    cpus = max(MIN_CPUS_PER_TRIAL, device.cpus // max(1, concurrency))
+    want = min(device.memory_mb, math.ceil(predicted_peak_mb * HEADROOM))
+    fraction = None
+    if device.kind == "mps":
+        import torch
+
+        recommended = torch.mps.recommended_max_memory() / 2**20
+        fraction = round(min(1.0, want / recommended), 4) if recommended else None
+    return TrialResources(cpus=cpus, memory_mb=float(want), threads=cpus, memory_fraction=fraction)
+
+
+def max_concurrency(device: DeviceInfo, predicted_peaks_mb: list[float], requested: int | None = None) -> int:
+    """How many trials may run at once: at most one per two cores, and
+    never more than the smallest predicted peaks that fit in the memory budget together."""
+    if not predicted_peaks_mb:
+        return 1
+    limit = requested or max(1, device.cpus // 2)
+    fit = 0
+    total = 0.0
+    for peak in sorted(predicted_peaks_mb):
+        total += peak * HEADROOM
+        if total > device.memory_mb:
+            break
+        fit += 1
+    return max(1, min(limit, fit, len(predicted_peaks_mb)))

@@ -1,0 +1,195 @@
+"""The results folder of a grid or search: collect every trial from Tune's folder, write the summary files.
+
+results/<name>/
+  experiment.json          what was asked for (kind, configs, tasks, seeds, steps, ...): a rerun must match it
+  experiment_summary.csv   one row per trial (trainables.records.SUMMARY_COLUMNS)
+  all_results.json         every trial's full config and result
+  tune/                    Ray Tune's experiment folder (Tuner.restore, ExperimentAnalysis); one folder per trial
+                           holding trial_result.json and the PEFT adapter
+
+Summary files are rewritten atomically after every finished trial, so a kill never leaves a half-written file and
+never loses a finished trial (each trial's own trial_result.json is the source of truth).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from search.common import atomic_write_json, atomic_write_text
+from trainables.config import TrialConfig
+from trainables.errors import ConfigError
+from trainables.records import SUMMARY_COLUMNS, flatten
+from trainables.result import TrialResult, TrialStatus
+from trainables.trainable import read_trial_file
+
+TUNE_DIR = "tune"
+SPEC_FILE = "experiment.json"
+
+
+def tune_dir(root: Path) -> Path:
+    return root / TUNE_DIR
+
+
+def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bool) -> bool:
+    """Check the results folder against this experiment's spec. Returns True when an earlier run is continued.
+
+    A folder holding a different experiment is refused unless --overwrite (which moves it aside, nothing is
+    deleted); the same experiment is continued (also without --resume)."""
+    spec_path = root / SPEC_FILE
+    if not spec_path.exists():
+        if resume:
+            raise ConfigError(f"--resume: {str(root)!r} holds no experiment to resume; drop --resume to start one")
+        return False
+    try:
+        old = json.loads(spec_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = None
+    same = old is not None and _comparable(old) == _comparable(spec)
+    if same and not overwrite:
+        return True
+    if not overwrite:
+        diff = _first_difference(old or {}, spec)
+        raise ConfigError(
+            f"results folder {str(root)!r} already holds a different experiment ({diff}); use another --name, "
+            "--resume with the same settings, or --overwrite to move the old one aside"
+        )
+    aside = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(root), str(aside))
+    print(f"moved the earlier experiment aside to {aside}")
+    return False
+
+
+def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in ("created", "resumed", "ray_address")}
+
+
+def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    for key in sorted(set(old) | set(new)):
+        if key in ("created", "resumed", "ray_address"):
+            continue
+        if old.get(key) != new.get(key):
+            return f"{key}: was {old.get(key)!r}, now {new.get(key)!r}"
+    return "unreadable experiment.json"
+
+
+def write_spec(root: Path, spec: dict[str, Any]) -> None:
+    atomic_write_json(root / SPEC_FILE, {**spec, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _trial_number(trial_id: str) -> int:
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
+    """Every trial of the experiment as {"trial_id", "config", "result"}, one entry per trial id.
+
+    Trials that crashed without writing their result file (killed process, Ray error) are taken from Tune's
+    params.json and error file, with status failed."""
+    found: dict[str, dict[str, Any]] = {}
+    # tune.incomplete-*: an earlier run that died before Tune saved its state; its finished trials still count.
+    bases = sorted(root.glob(f"{TUNE_DIR}.incomplete-*")) + [tune_dir(root)]
+    for base in (b for b in bases if b.is_dir()):
+        for trial_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            entry = read_trial_file(trial_dir)
+            if entry is None:
+                entry = _from_tune_files(trial_dir)
+            if entry is None:
+                continue
+            found[entry["trial_id"]] = entry
+    return [found[k] for k in sorted(found, key=lambda t: (_trial_number(t), t))]
+
+
+def _from_tune_files(trial_dir: Path) -> dict[str, Any] | None:
+    """A failed entry for a trial that errored before writing trial_result.json."""
+    error_file = trial_dir / "error.txt"
+    params = trial_dir / "params.json"
+    if not error_file.is_file() or not params.is_file():
+        return None
+    try:
+        config = json.loads(params.read_text())
+        from trainables.trainable import trial_config
+
+        cfg = trial_config(config)
+    except Exception:  # noqa: BLE001 - an unreadable trial is skipped, not fatal
+        return None
+    lines = [ln.strip() for ln in error_file.read_text(errors="replace").splitlines() if ln.strip()]
+    reason = lines[-1][:300] if lines else "errored"
+    trial_id = _trial_id_from_dir(trial_dir)
+    result = TrialResult(status=TrialStatus.FAILED, error=reason, task=cfg.task.name, model=cfg.model.name,
+                         config_id=cfg.config_id)
+    return {"trial_id": trial_id, "config": cfg.to_dict(), "result": result.to_dict()}
+
+
+def _trial_id_from_dir(trial_dir: Path) -> str:
+    result_file = trial_dir / "result.json"
+    if result_file.is_file():
+        for line in result_file.read_text().splitlines():
+            try:
+                return str(json.loads(line)["trial_id"])
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return trial_dir.name.rsplit("_", 1)[-1] if "_" in trial_dir.name else trial_dir.name
+
+
+def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [flatten(e["trial_id"], TrialConfig.from_dict(e["config"]), TrialResult.from_dict(e["result"]))
+            for e in entries]
+
+
+def csv_text(table: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or SUMMARY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_summary(root: Path, order: list[str] | None = None) -> list[dict[str, Any]]:
+    """Regenerate experiment_summary.csv and all_results.json from the trial folders (atomically)."""
+    entries = collect(root)
+    table = rows(entries)
+    if order:
+        rank = {key: i for i, key in enumerate(order)}
+        paired = sorted(zip(table, entries), key=lambda te: rank.get(_cell_key(te[0]), len(rank)))
+        table = [t for t, _ in paired]
+        entries = [e for _, e in paired]
+    atomic_write_text(root / "experiment_summary.csv", csv_text(table))
+    atomic_write_json(root / "all_results.json", entries)
+    return table
+
+
+def _cell_key(row: dict[str, Any]) -> str:
+    return f"{row['config_id']}|{row['task']}|{row['seed']}"
+
+
+def cell_key(config_id: str, task: str, seed: int) -> str:
+    return f"{config_id}|{task}|{seed}"
+
+
+def table_text(table: list[dict[str, Any]]) -> str:
+    """The summary as an aligned text table for the terminal."""
+    cols = ["config_id", "task", "seed", "status", "accuracy", "perplexity", "trainable_pct", "peak_memory_mb",
+            "predicted_peak_mb", "weight_memory_mb", "train_time_s", "tokens_per_s"]
+    heads = ["config", "task", "seed", "status", "acc", "ppl", "train%", "peak MB", "pred MB", "weights MB",
+             "time s", "tok/s"]
+
+    def fmt(v: Any) -> str:
+        if v is None or v == "":
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
+
+    cells = [[fmt(r.get(c)) for c in cols] for r in table]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

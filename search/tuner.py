@@ -1,0 +1,174 @@
+"""Ray Tune set-up shared by the grid and the Pareto search: Ray start, Tuner construction or restore, callbacks.
+
+Progress is printed by `ProgressCallback` (one line per trial event); Ray's and the libraries' own logs are kept
+quiet. After every finished or failed trial the summary files are rewritten (`SummaryCallback`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from search.envfile import load_env
+from search.resources import MEMORY_RESOURCE, DeviceInfo
+from search.results_io import tune_dir, write_summary
+from trainables.errors import ConfigError
+
+QUIET_ENV = {
+    "RAY_DEDUP_LOGS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0",
+    "RAY_TRAIN_V2_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+}
+
+
+def quiet() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore")
+    for name in ("ray", "ray.tune", "ray.air", "filelock", "transformers", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def init_ray(device: DeviceInfo, address: str | None) -> bool:
+    """Start a local Ray (CPUs + the memory budget as a custom resource) or join `address`.
+    Returns whether the cluster offers the memory resource (trials then request it)."""
+    import ray
+
+    quiet()
+    if ray.is_initialized():
+        return MEMORY_RESOURCE in ray.cluster_resources()
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"--ray-address {address!r}: cannot connect ({exc.__class__.__name__}); start the "
+                              "cluster with `ray start --head` and pass its address (host:port)") from exc
+        return MEMORY_RESOURCE in ray.cluster_resources()
+    ray.init(num_cpus=device.cpus, resources={MEMORY_RESOURCE: float(int(device.memory_mb))},
+             include_dashboard=False, **kwargs)
+    return True
+
+
+def trial_dirname(trial: Any) -> str:
+    """Readable trial folder names: <config>-<task>-s<seed>_<trial id>."""
+    cell = trial.config.get("cell") or {}
+    spec = cell.get("trial") or {}
+    label = spec.get("config_id") or "trial"
+    task = (spec.get("task") or {}).get("name", "")
+    seed = (spec.get("training") or {}).get("seed", "")
+    return f"{label}-{task}-s{seed}_{trial.trial_id}" if spec else f"trial_{trial.trial_id}"
+
+
+def cell_resources(config: dict[str, Any]) -> dict[str, float]:
+    """Per-trial Ray resources, carried in the trial's config (see search.resources)."""
+    return dict((config.get("cell") or config).get("resources") or {"cpu": 1})
+
+
+class ProgressCallback(Callback):
+    """One line per trial start, progress report (every few steps), finish and failure."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.time()
+
+    def _label(self, trial: Any) -> str:
+        return trial_dirname(trial).rsplit("_", 1)[0]
+
+    def _clock(self) -> str:
+        return f"{time.time() - self.start:7.1f}s"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"[{self._clock()}] start   {self._label(trial)}", flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("status") == "running":
+            extra = "".join(f"  {k} {result[k]:.4f}" for k in ("accuracy", "perplexity") if k in result)
+            print(f"[{self._clock()}] running {self._label(trial)}  step {result.get('steps')}"
+                  f"  loss {result.get('train_loss', float('nan')):.4f}{extra}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        r = trial.last_result or {}
+        metric = (f"accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else
+                  f"perplexity {r['perplexity']:.2f}" if r.get("perplexity") is not None else r.get("status"))
+        print(f"[{self._clock()}] done    {self._label(trial)}  {metric}  peak {r.get('peak_memory_mb')} MB"
+              f"  ({self.done}/{self.total})", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        r = trial.last_result or {}
+        print(f"[{self._clock()}] {r.get('status', 'failed'):<7} {self._label(trial)}  "
+              f"{r.get('error') or 'errored'}  ({self.done}/{self.total})", flush=True)
+
+
+class SummaryCallback(Callback):
+    """Rewrite the summary files after every finished or failed trial."""
+
+    def __init__(self, root: Path, order: list[str] | None) -> None:
+        self.root = root
+        self.order = order
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        write_summary(self.root, self.order)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        write_summary(self.root, self.order)
+
+
+def make_callbacks(root: Path, order: list[str] | None, total: int) -> list[Any]:
+    callbacks: list[Any] = [ProgressCallback(total), SummaryCallback(root, order)]
+    wandb_cb = wandb_callback(root.name)
+    if wandb_cb is not None:
+        callbacks.append(wandb_cb)
+    return callbacks
+
+
+def wandb_callback(group: str) -> Any:
+    """Ray's W&B logger when WANDB_API_KEY is set (from the environment or .env) and wandb is installed."""
+    load_env()
+    if not os.environ.get("WANDB_API_KEY"):
+        return None
+    try:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+        import wandb  # noqa: F401
+    except ImportError:
+        print("WANDB_API_KEY is set but wandb is not installed: pip install 'rankbits[tracking]'", file=sys.stderr)
+        return None
+    return WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "rankbits"), group=group,
+                               excludes=["trial", "cell"], log_config=False)
+
+
+def build_or_restore(root: Path, param_space: dict[str, Any] | None, tune_config: Any, callbacks: list[Any],
+                     resume: bool) -> Any:
+    """A Tuner writing into root/tune, or the restored one when that experiment exists."""
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
+    trainable = tune.with_resources(train_trial, cell_resources)
+    path = tune_dir(root)
+    if resume and path.exists() and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False)
+    if path.exists():  # started but never saved its state: keep the trials it finished, start the rest afresh
+        aside = path.with_name(f"tune.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+    run_config = tune.RunConfig(
+        name=path.name, storage_path=str(root.resolve()), callbacks=callbacks, verbose=0,
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

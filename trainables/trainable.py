@@ -1,0 +1,101 @@
+"""The Ray Tune function trainable: dict -> TrialConfig -> fit -> tune.report. The only module that imports Ray.
+
+Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "memory_fraction": float | None,
+"resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for searches. Search spaces put
+their sampled values under other keys and `spaces.pareto` builds the "trial" dict from them (see `trial_dict`).
+
+Each trial writes `trial_result.json` (full config + TrialResult) into its Tune trial folder and the PEFT adapter
+into `adapter/` beside it. A trial that fails is reported with status failed and its reason, then raised so that
+Tune marks it errored (and Optuna records it as failed), while the rest of the grid or search goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from trainables.config import TrialConfig
+from trainables.errors import TrialFailed
+from trainables.records import flatten
+from trainables.result import TrialResult, TrialStatus
+
+RESULT_FILE = "trial_result.json"
+
+
+def trial_config(config: dict[str, Any]) -> TrialConfig:
+    """The TrialConfig of a Tune config: a ready "trial" dict, or one built by a search space's builder."""
+    if "trial" in config:
+        return TrialConfig.from_dict(config["trial"])
+    from spaces.pareto import config_from_params
+
+    return config_from_params(config)
+
+
+def write_trial_file(trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult) -> None:
+    from search.common import atomic_write_json
+
+    atomic_write_json(Path(trial_dir) / RESULT_FILE,
+                      {"trial_id": trial_id, "config": cfg.to_dict(), "result": result.to_dict()})
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable."""
+    from ray import tune
+
+    from trainables.loop import fit
+
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id() or "local"
+    trial_dir = Path(ctx.get_trial_dir() or ".")
+    config = config.get("cell", config)
+    cfg = trial_config(config)
+    threads = config.get("threads")
+    fraction = config.get("memory_fraction")
+    if threads or fraction:
+        cfg = cfg.with_overrides({k: v for k, v in
+                                  (("training.threads", threads), ("training.memory_fraction", fraction)) if v})
+    budget = config.get("memory_budget_mb")
+    if budget is not None:
+        predicted = predicted_peak_mb(cfg)
+        if predicted > budget:
+            result = TrialResult(status=TrialStatus.INFEASIBLE, task=cfg.task.name, model=cfg.model.name,
+                                 config_id=cfg.config_id, predicted_peak_mb=round(predicted, 1),
+                                 error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
+                                 metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity")
+            write_trial_file(trial_dir, trial_id, cfg, result)
+            tune.report(flatten(trial_id, cfg, result))
+            raise TrialFailed(result.error)
+
+    def progress(info: dict[str, Any]) -> None:
+        row = {"trial_id": trial_id, "config_id": cfg.config_id or "", "task": cfg.task.name,
+               "status": "running", "steps": info["step"], "train_loss": info["train_loss"]}
+        for key in ("accuracy", "perplexity"):
+            if key in info:
+                row[key] = info[key]
+        tune.report(row)
+
+    result = fit(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
+    write_trial_file(trial_dir, trial_id, cfg, result)
+    tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
+    if result.status is TrialStatus.FAILED:
+        raise TrialFailed(result.error or "failed")
+
+
+def predicted_peak_mb(cfg: TrialConfig, device_type: str | None = None) -> float:
+    from trainables.loop import pick_device
+    from trainables.memory import arch_for, estimate
+
+    device = device_type or pick_device(cfg.training.device).type
+    return estimate(arch_for(cfg), cfg, device).total_mb
+
+
+def read_trial_file(trial_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(trial_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
