@@ -65,7 +65,7 @@ def launch(args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, A
           f"memory budget {device.memory_mb:.0f} MB -> {root}", flush=True)
     if todo:
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
-                                      trial_dirname_creator=_dirname, reuse_actors=False)
+                                      trial_dirname_creator=_dirname, reuse_actors=True)
         tuner = build_or_restore(root, {"cell": tune.grid_search(prepared)}, tune_config,
                                  make_callbacks(root, order, len(todo)), resume=restorable)
         tuner.fit()

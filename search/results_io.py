@@ -82,9 +82,32 @@ def write_spec(root: Path, spec: dict[str, Any]) -> None:
     atomic_write_json(root / SPEC_FILE, {**spec, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _trial_number(trial_id: str) -> int:
-    tail = trial_id.rsplit("_", 1)[-1]
+def _trial_number(name: str) -> int:
+    tail = name.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+def _start_order(trial_dir: Path) -> tuple[float, int, str]:
+    """Trials in the order they started (params.json is written at trial start)."""
+    params = trial_dir / "params.json"
+    started = params.stat().st_mtime if params.exists() else trial_dir.stat().st_mtime
+    return (started, _trial_number(trial_dir.name), trial_dir.name)
+
+
+def tune_dirs(root: Path) -> list[Path]:
+    """Tune experiment folders in the order they were run: `tune.incomplete-*` (runs that died before Tune saved
+    their state; their finished trials still count), `tune`, then `tune-2`, `tune-3`, ... (later extensions)."""
+    incomplete = sorted(root.glob(f"{TUNE_DIR}.incomplete-*"))
+    extra = sorted(root.glob(f"{TUNE_DIR}-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1])
+                   if p.name.rsplit("-", 1)[-1].isdigit() else 0)
+    return [p for p in incomplete + [tune_dir(root)] + extra if p.is_dir()]
+
+
+def next_tune_dir(root: Path) -> Path:
+    dirs = [p for p in tune_dirs(root) if ".incomplete-" not in p.name]
+    if not dirs:
+        return tune_dir(root)
+    return root / f"{TUNE_DIR}-{len(dirs) + 1}"
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -93,30 +116,34 @@ def collect(root: Path) -> list[dict[str, Any]]:
     Trials that crashed without writing their result file (killed process, Ray error) are taken from Tune's
     params.json and error file, with status failed."""
     found: dict[str, dict[str, Any]] = {}
-    # tune.incomplete-*: an earlier run that died before Tune saved its state; its finished trials still count.
-    bases = sorted(root.glob(f"{TUNE_DIR}.incomplete-*")) + [tune_dir(root)]
-    for base in (b for b in bases if b.is_dir()):
-        for trial_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+    for base in tune_dirs(root):
+        for trial_dir in sorted((p for p in base.iterdir() if p.is_dir()), key=_start_order):
             entry = read_trial_file(trial_dir)
             if entry is None:
                 entry = _from_tune_files(trial_dir)
             if entry is None:
                 continue
             found[entry["trial_id"]] = entry
-    return [found[k] for k in sorted(found, key=lambda t: (_trial_number(t), t))]
+    return list(found.values())
 
 
 def _from_tune_files(trial_dir: Path) -> dict[str, Any] | None:
-    """A failed entry for a trial that errored before writing trial_result.json."""
+    """An entry for a trial without trial_result.json: failed (Tune's error file says why), or stopped early
+    (its last report was an intermediate one: a scheduler such as ASHA ended it)."""
     error_file = trial_dir / "error.txt"
     params = trial_dir / "params.json"
-    if not error_file.is_file() or not params.is_file():
+    if not params.is_file():
         return None
+    last = _last_report(trial_dir)
+    if not error_file.is_file():
+        if last is None or last.get("status") != "running":
+            return None
+        return _stopped_entry(trial_dir, params, last)
     try:
         config = json.loads(params.read_text())
         from trainables.trainable import trial_config
 
-        cfg = trial_config(config)
+        cfg = trial_config(config.get("cell") or config)
     except Exception:  # noqa: BLE001 - an unreadable trial is skipped, not fatal
         return None
     lines = [ln.strip() for ln in error_file.read_text(errors="replace").splitlines() if ln.strip()]
@@ -125,6 +152,35 @@ def _from_tune_files(trial_dir: Path) -> dict[str, Any] | None:
     result = TrialResult(status=TrialStatus.FAILED, error=reason, task=cfg.task.name, model=cfg.model.name,
                          config_id=cfg.config_id)
     return {"trial_id": trial_id, "config": cfg.to_dict(), "result": result.to_dict()}
+
+
+def _last_report(trial_dir: Path) -> dict[str, Any] | None:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return None
+    last = None
+    for line in path.read_text().splitlines():
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return last
+
+
+def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        from trainables.trainable import trial_config
+
+        cfg = trial_config(json.loads(params.read_text()).get("cell") or json.loads(params.read_text()))
+    except Exception:  # noqa: BLE001 - an unreadable trial is skipped, not fatal
+        return None
+    result = TrialResult(status=TrialStatus.STOPPED, error=f"stopped early at step {last.get('steps')}",
+                         task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id,
+                         accuracy=last.get("accuracy"), perplexity=last.get("perplexity"),
+                         steps=int(last.get("steps") or 0), final_train_loss=last.get("train_loss"),
+                         metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity")
+    return {"trial_id": str(last.get("trial_id") or _trial_id_from_dir(trial_dir)), "config": cfg.to_dict(),
+            "result": result.to_dict()}
 
 
 def _trial_id_from_dir(trial_dir: Path) -> str:

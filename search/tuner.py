@@ -37,8 +37,14 @@ def quiet() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore")
-    for name in ("ray", "ray.tune", "ray.air", "filelock", "transformers", "bitsandbytes"):
+    for name in ("ray", "ray.tune", "ray.air", "filelock", "transformers", "bitsandbytes", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def init_ray(device: DeviceInfo, address: str | None) -> bool:
@@ -64,7 +70,7 @@ def init_ray(device: DeviceInfo, address: str | None) -> bool:
 
 def trial_dirname(trial: Any) -> str:
     """Readable trial folder names: <config>-<task>-s<seed>_<trial id>."""
-    cell = trial.config.get("cell") or {}
+    cell = trial.config.get("cell") or trial.config
     spec = cell.get("trial") or {}
     label = spec.get("config_id") or "trial"
     task = (spec.get("task") or {}).get("name", "")

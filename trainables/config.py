@@ -221,6 +221,8 @@ class TrainingConfig:
     """MPS / CUDA: cap this process at this fraction of the device memory so an oversized trial fails cleanly."""
     log_every: int = 10
     """Report progress every N steps."""
+    eval_every: int | None = None
+    """Also evaluate every N steps and report the task metric (for early-stopping schedulers such as ASHA)."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, f"training.lr: {self.lr} must be > 0")
@@ -244,6 +246,7 @@ class TrainingConfig:
             f"training.memory_fraction: {self.memory_fraction} must be in (0, 2]",
         )
         _require(self.log_every > 0, f"training.log_every: {self.log_every} must be > 0")
+        _require(self.eval_every is None or self.eval_every > 0, f"training.eval_every: {self.eval_every} must be > 0")
 
 
 SECTIONS: dict[str, type] = {

@@ -209,12 +209,17 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
         p.meter.sample()
         optimizer.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum().item())
-        if step % cfg.training.log_every == 0 or step == p.steps:
+        eval_now = cfg.training.eval_every is not None and step % cfg.training.eval_every == 0 and step < p.steps
+        if step % cfg.training.log_every == 0 or step == p.steps or eval_now:
             value = float(loss.item())
             result.loss_curve.append((step, round(value, 5)))
-            if progress is not None:
-                progress({"step": step, "train_loss": value, "tokens": tokens,
-                          "elapsed_s": time.perf_counter() - start})
+            info: dict[str, Any] = {"step": step, "train_loss": value, "tokens": tokens,
+                                    "elapsed_s": time.perf_counter() - start}
+            if eval_now:
+                info[result.metric_name] = score(p)[0]
+                model.train()
+            if progress is not None and step < p.steps:
+                progress(info)
     if p.device.type in ("cuda", "mps"):
         getattr(torch, p.device.type).synchronize()
     result.train_time_s = round(time.perf_counter() - start, 3)
@@ -229,15 +234,28 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
     result.total_rank = sum(sum(r) for r in final)
 
 
-@torch.no_grad()
 def evaluate(p: Prepared) -> None:
-    model, result, td = p.model, p.result, p.task_data
-    model.eval()
+    """The final evaluation: the task metric and loss into the result."""
     start = time.perf_counter()
+    value, loss = score(p)
+    if p.cfg.task.name == "sst2":
+        p.result.accuracy = value
+    else:
+        p.result.perplexity = value
+    p.result.eval_loss = loss
+    p.result.eval_time_s = round(time.perf_counter() - start, 3)
+
+
+@torch.no_grad()
+def score(p: Prepared) -> tuple[float, float]:
+    """(accuracy or perplexity, mean task loss) on the evaluation data; leaves the model in eval mode."""
+    model, td = p.model, p.task_data
+    model.eval()
     bs = p.cfg.training.eval_batch_size
     pad = td.train.pad_id
     if p.cfg.task.name == "sst2":
-        assert td.eval_labels is not None
+        if td.eval_labels is None:
+            raise TrialFailed("SST-2 evaluation data has no labels")
         preds: list[int] = []
         loss_sum = 0.0
         for i in range(0, len(td.eval_ids), bs):
@@ -246,11 +264,10 @@ def evaluate(p: Prepared) -> None:
             logits = model(**batch).logits.float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             preds.extend(logits.argmax(-1).tolist())
-        result.accuracy = metrics.accuracy(preds, td.eval_labels)
-        result.eval_loss = loss_sum / max(1, len(td.eval_labels))
-    else:
-        nll_sums, counts = [], []
-        for i in range(0, len(td.eval_ids), bs):
+        return metrics.accuracy(preds, td.eval_labels), loss_sum / max(1, len(td.eval_labels))
+    nll_sums: list[float] = []
+    counts: list[int] = []
+    for i in range(0, len(td.eval_ids), bs):
             batch = _to(data.collate(td.eval_ids[i:i + bs], None, pad, causal=True), p.device)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             shift_logits = logits[:, :-1].float()
@@ -262,9 +279,7 @@ def evaluate(p: Prepared) -> None:
             valid = shift_labels != -100
             nll_sums.extend((nll * valid).sum(1).tolist())
             counts.extend(valid.sum(1).tolist())
-        result.perplexity = metrics.perplexity(nll_sums, counts)
-        result.eval_loss = sum(nll_sums) / max(1, sum(counts))
-    result.eval_time_s = round(time.perf_counter() - start, 3)
+    return metrics.perplexity(nll_sums, counts), sum(nll_sums) / max(1, sum(counts))
 
 
 def save_adapter(p: Prepared, folder: str | Path) -> None:

@@ -4,6 +4,7 @@ Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "m
 "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for searches. Search spaces put
 their sampled values under other keys and `spaces.pareto` builds the "trial" dict from them (see `trial_dict`).
 
+A trial whose predicted peak is over `memory_budget_mb` never trains: it is reported with status infeasible.
 Each trial writes `trial_result.json` (full config + TrialResult) into its Tune trial folder and the PEFT adapter
 into `adapter/` beside it. A trial that fails is reported with status failed and its reason, then raised so that
 Tune marks it errored (and Optuna records it as failed), while the rest of the grid or search goes on.
@@ -57,15 +58,15 @@ def train_trial(config: dict[str, Any]) -> None:
                                   (("training.threads", threads), ("training.memory_fraction", fraction)) if v})
     budget = config.get("memory_budget_mb")
     if budget is not None:
-        predicted = predicted_peak_mb(cfg)
+        predicted = config.get("predicted_peak_mb") or predicted_peak_mb(cfg)
         if predicted > budget:
             result = TrialResult(status=TrialStatus.INFEASIBLE, task=cfg.task.name, model=cfg.model.name,
                                  config_id=cfg.config_id, predicted_peak_mb=round(predicted, 1),
                                  error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
                                  metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity")
             write_trial_file(trial_dir, trial_id, cfg, result)
-            tune.report(flatten(trial_id, cfg, result))
-            raise TrialFailed(result.error)
+            tune.report(flatten(trial_id, cfg, result))  # never trains; the searcher tells Optuna "infeasible"
+            return
 
     def progress(info: dict[str, Any]) -> None:
         row = {"trial_id": trial_id, "config_id": cfg.config_id or "", "task": cfg.task.name,

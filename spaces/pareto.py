@@ -1,0 +1,147 @@
+"""Optuna define-by-run search spaces for the Pareto search: pure functions of an Optuna trial (no Ray).
+
+`suggest_params(trial, num_layers)` samples the structure; `build_config(params, base, num_layers)` turns the
+sampled values into a TrialConfig. Parameters (every name below is an Optuna parameter):
+
+- `method`: `lora` or `adalora`.
+- Bits per layer, parametrized so a sampler can learn *how many* layers get more bits and *which*:
+  `low_bits` in {4, 8, 16} is every layer's width; when it is below 16, `n_high` layers (0..L) get `high_bits`
+  (8 or 16 above 4, 16 above 8), placed by `placement`: `ends` (alternating first / last blocks, the grid's
+  "critical layers"), `top` (last blocks), `bottom` (first blocks), `middle` (around the centre).
+- LoRA rank budget: `rank_budget` is the mean rank per layer (2..16, even); `rank_spread` spreads it over layers:
+  `uniform`; `rising` (lower third 0.5x, middle 1x, upper third 1.5x: Joint-3's pattern); `falling` (the mirror);
+  `per_layer` (an independent `rank_<i>` in 1..16 for each layer i, for samplers that can use the freedom).
+- AdaLoRA (learning rate x ADALORA_LR_FACTOR and orthogonality weight 0.1, as in the grid): `init_r` in {4, 8, 12, 16} and `target_ratio` in {0.25, 0.33, 0.5, 0.75} (target_r = round(ratio x init_r),
+  at least 1).
+
+The grid's six configs are points of this space (`grid_points`), so `--enqueue-grid` evaluates them first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spaces.grid import ADALORA_LR_FACTOR, ADALORA_ORTH_REG, GRID_IDS, critical_layers, grid_config
+from trainables.config import TrialConfig
+
+METHODS = ["lora", "adalora"]
+LOW_BITS = [4, 8, 16]
+PLACEMENTS = ["ends", "top", "bottom", "middle"]
+SPREADS = ["uniform", "rising", "falling", "per_layer"]
+INIT_RANKS = [4, 8, 12, 16]
+TARGET_RATIOS = [0.25, 0.33, 0.5, 0.75]
+MAX_RANK = 16
+
+
+def place_high(num_layers: int, n_high: int, placement: str) -> list[int]:
+    """Indices of the layers that get the higher bit width."""
+    n = max(0, min(n_high, num_layers))
+    if placement == "top":
+        return list(range(num_layers - n, num_layers))
+    if placement == "bottom":
+        return list(range(n))
+    if placement == "middle":
+        start = (num_layers - n) // 2
+        return list(range(start, start + n))
+    order = [i for pair in zip(range(num_layers), reversed(range(num_layers))) for i in pair]
+    chosen: list[int] = []
+    for i in order:
+        if i not in chosen:
+            chosen.append(i)
+    return sorted(chosen[:n])
+
+
+def spread_ranks(num_layers: int, mean_rank: int, spread: str) -> list[int]:
+    """Per-layer ranks for a budget of `mean_rank` per layer (total = mean_rank x L, up to rounding)."""
+    if spread == "uniform":
+        return [mean_rank] * num_layers
+    factors = (0.5, 1.0, 1.5) if spread == "rising" else (1.5, 1.0, 0.5)
+    return [max(1, round(mean_rank * factors[min(2, 3 * i // num_layers)])) for i in range(num_layers)]
+
+
+def suggest_params(trial: Any, num_layers: int) -> dict[str, Any]:
+    """Sample one point (define-by-run); returns the structural choices as plain values."""
+    method = trial.suggest_categorical("method", METHODS)
+    low = trial.suggest_categorical("low_bits", LOW_BITS)
+    bits = [low] * num_layers
+    if low < 16:
+        n_high = trial.suggest_int("n_high", 0, num_layers)
+        if n_high:
+            high = trial.suggest_categorical("high_bits", [8, 16]) if low == 4 else 16
+            placement = trial.suggest_categorical("placement", PLACEMENTS)
+            for i in place_high(num_layers, n_high, placement):
+                bits[i] = high
+    out: dict[str, Any] = {"method": method, "bits": bits}
+    if method == "lora":
+        spread = trial.suggest_categorical("rank_spread", SPREADS)
+        if spread == "per_layer":
+            out["ranks"] = [trial.suggest_int(f"rank_{i}", 1, MAX_RANK) for i in range(num_layers)]
+        else:
+            mean = trial.suggest_int("rank_budget", 2, MAX_RANK, step=2)
+            out["ranks"] = spread_ranks(num_layers, mean, spread)
+    else:
+        init_r = trial.suggest_categorical("init_r", INIT_RANKS)
+        ratio = trial.suggest_categorical("target_ratio", TARGET_RATIOS)
+        out["init_r"] = init_r
+        out["target_r"] = max(1, round(init_r * ratio))
+    return out
+
+
+def build_config(params: dict[str, Any], base: TrialConfig, num_layers: int) -> TrialConfig:
+    """The TrialConfig for sampled `params` on top of `base` (task, model, training settings)."""
+    data = base.to_dict()
+    bits = params["bits"]
+    default = max(set(bits), key=bits.count)
+    data["quantization"].update({"default_bits": default,
+                                 "layer_bits": {i: b for i, b in enumerate(bits) if b != default}})
+    if params["method"] == "lora":
+        ranks = params["ranks"]
+        common = max(set(ranks), key=ranks.count)
+        data["adapter"].update({"method": "lora", "r": common,
+                                "layer_ranks": {i: r for i, r in enumerate(ranks) if r != common}})
+    else:
+        data["adapter"].update({"method": "adalora", "init_r": params["init_r"], "target_r": params["target_r"],
+                                "layer_ranks": {}, "orth_reg_weight": ADALORA_ORTH_REG})
+        data["training"]["lr"] = base.training.lr * ADALORA_LR_FACTOR
+    data["config_id"] = None
+    cfg = TrialConfig.from_dict(data)
+    cfg.config_id = match_grid(cfg, num_layers)
+    return cfg
+
+
+def _signature(cfg: TrialConfig, num_layers: int) -> tuple:
+    a = cfg.adapter
+    ranks = tuple(a.ranks_per_layer(num_layers)) if a.method == "lora" else (a.init_r, a.target_r)
+    return (a.method, tuple(cfg.quantization.bits_per_layer(num_layers)), ranks)
+
+
+def match_grid(cfg: TrialConfig, num_layers: int) -> str | None:
+    """The grid id whose bits and ranks equal this config's, if any (so enqueued grid points keep their labels)."""
+    for config_id in GRID_IDS:
+        ref = grid_config(config_id, cfg.task.name, cfg.model.name, num_layers)
+        if _signature(ref, num_layers) == _signature(cfg, num_layers):
+            return config_id
+    return None
+
+
+def grid_points(num_layers: int) -> list[dict[str, Any]]:
+    """The six grid configs as parameter dicts of this space (for Optuna's enqueue_trial)."""
+    n_crit = len(critical_layers(num_layers))
+    uniform8 = {"rank_spread": "uniform", "rank_budget": 8}
+    ada = {"init_r": 12, "target_ratio": 0.33}
+    points = {
+        "B-FP": {"method": "lora", "low_bits": 16, **uniform8},
+        "B-Q4": {"method": "lora", "low_bits": 4, "n_high": 0, **uniform8},
+        "B-Ada": {"method": "adalora", "low_bits": 16, **ada},
+        "Joint-1": {"method": "adalora", "low_bits": 4, "n_high": 0, **ada},
+        "Joint-2": {"method": "adalora", "low_bits": 4, "n_high": n_crit, "high_bits": 8, "placement": "ends",
+                    **ada},
+        "Joint-3": {"method": "lora", "low_bits": 4, "n_high": n_crit, "high_bits": 8, "placement": "ends",
+                    "rank_spread": "rising", "rank_budget": 8},
+    }
+    return [points[c] for c in GRID_IDS]
+
+
+def config_from_params(config: dict[str, Any]) -> TrialConfig:
+    """Rebuild a trial's TrialConfig from a Tune config holding a ready "trial" dict (used by the trainable)."""
+    return TrialConfig.from_dict(config["trial"])

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real data folder beside the repo, small generated data, offline environment."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["a charming , often affecting journey", "warm and funny", "the best film of the year",
+            "a gorgeous , witty , seductive movie", "wonderful performances", "smart and moving"]
+NEGATIVE = ["unflinchingly bleak and desperate", "a dull , lifeless mess", "the worst film of the year",
+            "boring and predictable", "painfully slow", "contains no wit , only labored gags"]
+
+
+def write_tiny_data(root: Path, n_train: int = 256, n_dev: int = 64, seed: int = 0) -> Path:
+    """A data folder in the ../shared/data layout with an easy synthetic sentiment task and a small WikiText."""
+    rng = random.Random(seed)
+    (root / "sst2").mkdir(parents=True, exist_ok=True)
+    (root / "wikitext-2").mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            lines.append(f"{rng.choice(POSITIVE if label else NEGATIVE)} \t{label}")
+        (root / "sst2" / name).write_text("\n".join(lines) + "\n")
+    words = "the cat sat on the mat and the dog ran to the park while rain fell on the town".split()
+    for name in ("wiki.valid.tokens", "wiki.test.tokens"):
+        text = "\n".join(" = Heading = " if i % 20 == 0 else " ".join(rng.choice(words) for _ in range(30))
+                         for i in range(200))
+        (root / "wikitext-2" / name).write_text(text + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "sst2" / "dev.tsv").exists():
+        pytest.skip("../shared/data is not beside the repository")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "RANKBITS_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("RANKBITS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
