@@ -6,7 +6,6 @@ Bad input anywhere becomes one line on stderr and exit code 2, before any traini
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from trainables.errors import ConfigError
@@ -33,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from trainables.quiet import quiet_libraries
+
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

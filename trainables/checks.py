@@ -5,12 +5,13 @@ from __future__ import annotations
 from trainables import data, models
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
-from trainables.loop import total_steps
+from trainables.loop import pick_device, total_steps
 
 
 def preflight(cfg: TrialConfig) -> int:
     """Raise ConfigError for a model that cannot be found, layer maps naming layers the model lacks, a data folder
     missing files, or an AdaLoRA schedule that does not fit the steps. Returns the model's layer count."""
+    pick_device(cfg.training.device)
     n = models.count_layers(cfg.model)
     cfg.quantization.bits_per_layer(n)
     cfg.adapter.ranks_per_layer(n)

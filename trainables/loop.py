@@ -23,6 +23,7 @@ from trainables.config import TrialConfig
 from trainables.errors import ConfigError, TrialFailed
 from trainables.memory import MB, PeakMeter, arch_from_model, estimate
 from trainables.quantize import quantize_model
+from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -100,6 +101,7 @@ class Prepared:
 
 def prepare(cfg: TrialConfig) -> Prepared:
     """Everything before the first optimizer step: device, data, model, quantization, adapter."""
+    quiet_libraries()
     device = pick_device(cfg.training.device)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
@@ -288,8 +290,8 @@ def save_adapter(p: Prepared, folder: str | Path) -> None:
 
 
 def fit(cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str | Path | None = None) -> TrialResult:
-    """Run one trial. Failures inside training (out of memory, non-finite loss, a broken model) come back as a
-    result with status failed and the reason; bad configuration raises ConfigError before anything trains."""
+    """Run one trial. Every failure (out of memory, non-finite loss, a broken model or data) comes back as a
+    result with status failed and the reason; callers check configs up front with `checks.preflight`."""
     prepared = None
     try:
         prepared = prepare(cfg)
@@ -298,8 +300,6 @@ def fit(cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str |
         if adapter_dir is not None:
             save_adapter(prepared, adapter_dir)
         return prepared.result
-    except ConfigError:
-        raise
     except Exception as exc:  # noqa: BLE001 - every trial failure is recorded, not lost
         result = prepared.result if prepared is not None else TrialResult(
             task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, versions=versions()

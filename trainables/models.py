@@ -172,6 +172,10 @@ def _convert_gguf(resolved: ResolvedModel, target: Path) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     model = AutoModelForCausalLM.from_pretrained(resolved.source, gguf_file=resolved.gguf_file, dtype=torch.float32)
+    # The weights are already dequantized to float32: save them as a plain model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tok = AutoTokenizer.from_pretrained(resolved.source, gguf_file=resolved.gguf_file)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
