@@ -31,9 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_cluster_token() -> None:
+    import os
+    from pathlib import Path
+
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"  # `ray start` clusters use token auth; Ray reads this at import
+
+
 def main(argv: list[str] | None = None) -> int:
     from trainables.quiet import quiet_libraries
 
+    if "--ray-address" in (sys.argv[1:] if argv is None else argv):
+        from search.envfile import load_env
+
+        load_env()
+        _use_cluster_token()
     quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)

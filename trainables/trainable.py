@@ -48,9 +48,14 @@ def train_trial(config: dict[str, Any]) -> None:
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id() or "local"
-    trial_dir = Path(ctx.get_trial_dir() or ".")
+    trial_dir = storage_trial_dir(ctx)
     config = config.get("cell", config)
     cfg = trial_config(config)
+    done = read_trial_file(trial_dir)
+    if done is not None and done.get("trial_id") == trial_id and done["result"]["status"] == "completed":
+        # Finished before the driver died (Tune had not recorded it yet): report it again instead of retraining.
+        tune.report(flatten(trial_id, cfg, TrialResult.from_dict(done["result"])))
+        return
     threads = config.get("threads")
     fraction = config.get("memory_fraction")
     if threads or fraction:
@@ -81,6 +86,24 @@ def train_trial(config: dict[str, Any]) -> None:
     tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
     if result.status is TrialStatus.FAILED:
         raise TrialFailed(result.error or "failed")
+
+
+def storage_trial_dir(ctx: Any) -> Path:
+    """The trial's folder in the experiment's storage. Tune's working directory (`get_trial_dir`) is a staging
+    copy that is not synced back for reused actors, so results and adapters are written to storage directly
+    whenever the storage is a local (or shared, mounted) file system."""
+    try:
+        import pyarrow.fs
+        from ray.train._internal.session import get_storage
+
+        storage = get_storage()
+        if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+            path = Path(storage.trial_fs_path)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+    except Exception:  # noqa: BLE001 - fall back to the working directory (synced by Tune for remote storage)
+        pass
+    return Path(ctx.get_trial_dir() or ".")
 
 
 def predicted_peak_mb(cfg: TrialConfig, device_type: str | None = None) -> float:
