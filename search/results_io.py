@@ -87,11 +87,25 @@ def _trial_number(name: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def _started(trial_dir: Path) -> float:
+    """When the trial started: recorded by the trainable, else Tune's first report, else the folder's time."""
+    entry = read_trial_file(trial_dir)
+    if entry is not None and entry.get("started"):
+        return float(entry["started"])
+    path = trial_dir / "result.json"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                first = json.loads(line)
+                return float(first["timestamp"]) - float(first.get("time_total_s") or 0.0)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                break
+    return trial_dir.stat().st_mtime
+
+
 def _start_order(trial_dir: Path) -> tuple[float, int, str]:
-    """Trials in the order they started (params.json is written at trial start)."""
-    params = trial_dir / "params.json"
-    started = params.stat().st_mtime if params.exists() else trial_dir.stat().st_mtime
-    return (started, _trial_number(trial_dir.name), trial_dir.name)
+    """Trials in the order they started."""
+    return (_started(trial_dir), _trial_number(trial_dir.name), trial_dir.name)
 
 
 def tune_dirs(root: Path) -> list[Path]:

@@ -30,6 +30,7 @@ QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "PYTHONWARNINGS": "ignore",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # progress reports carry the objectives only at the end
 }
 
 

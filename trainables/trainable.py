@@ -13,6 +13,7 @@ Tune marks it errored (and Optuna records it as failed), while the rest of the g
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,12 @@ def trial_config(config: dict[str, Any]) -> TrialConfig:
     return config_from_params(config)
 
 
-def write_trial_file(trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult) -> None:
+def write_trial_file(trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult,
+                     started: float) -> None:
     from search.common import atomic_write_json
 
-    atomic_write_json(Path(trial_dir) / RESULT_FILE,
-                      {"trial_id": trial_id, "config": cfg.to_dict(), "result": result.to_dict()})
+    atomic_write_json(Path(trial_dir) / RESULT_FILE, {"trial_id": trial_id, "started": started,
+                                                      "config": cfg.to_dict(), "result": result.to_dict()})
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -46,6 +48,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
     from trainables.loop import fit
 
+    started = time.time()
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id() or "local"
     trial_dir = storage_trial_dir(ctx)
@@ -69,7 +72,7 @@ def train_trial(config: dict[str, Any]) -> None:
                                  config_id=cfg.config_id, predicted_peak_mb=round(predicted, 1),
                                  error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
                                  metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity")
-            write_trial_file(trial_dir, trial_id, cfg, result)
+            write_trial_file(trial_dir, trial_id, cfg, result, started)
             tune.report(flatten(trial_id, cfg, result))  # never trains; the searcher tells Optuna "infeasible"
             return
 
@@ -82,7 +85,7 @@ def train_trial(config: dict[str, Any]) -> None:
         tune.report(row)
 
     result = fit(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
-    write_trial_file(trial_dir, trial_id, cfg, result)
+    write_trial_file(trial_dir, trial_id, cfg, result, started)
     tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
     if result.status is TrialStatus.FAILED:
         raise TrialFailed(result.error or "failed")
