@@ -22,12 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     grid_cmd.register(sub)
     pareto_cmd.register(sub)
-    try:
-        from analysis import cli as analysis_cli
-    except ImportError:  # pragma: no cover - analysis is part of the package
-        analysis_cli = None
-    if analysis_cli is not None:
-        analysis_cli.register(sub)
+    from analysis import cli as analysis_cli
+
+    analysis_cli.register(sub)
     return parser
 
 
@@ -57,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rankbits {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"rankbits {args.command}: interrupted; completed trials are kept, rerun with --resume to finish",
-              file=sys.stderr)
+        print(
+            f"rankbits {args.command}: interrupted; completed trials are kept, rerun with --resume to finish",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -14,13 +14,22 @@ from trainables.errors import ConfigError
 
 
 def add_data_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None,
-                   help="local data root (sst2/*.tsv, wikitext-2/wiki.*.tokens); default $RANKBITS_DATA_DIR, else the hub")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="local data root (sst2/*.tsv, wikitext-2/wiki.*.tokens); default $RANKBITS_DATA_DIR, else the hub",
+    )
 
 
 def add_set_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. training.lr=1e-4 or adapter.layer_ranks=0:4,5:12 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. training.lr=1e-4 or adapter.layer_ranks=0:4,5:12 (repeatable)",
+    )
 
 
 def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -30,7 +39,9 @@ def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> l
     if allowed is not None:
         for item in items:
             if item not in allowed:
-                raise ConfigError(f"unknown {what[2:].rstrip('s')} {item!r}; choose from {', '.join(allowed)}")
+                raise ConfigError(
+                    f"unknown {what[2:].rstrip('s')} {item!r}; choose from {', '.join(allowed)}"
+                )
     return items
 
 

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-sst2", default=TASK_MODELS["sst2"], help="model for SST-2")
     p.add_argument("--model-wikitext2", default=TASK_MODELS["wikitext2"], help="model for WikiText-2")
     p.add_argument("--seeds", default="0", help="comma list of seeds, e.g. 0,1,2")
-    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps per trial (default: per task)")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps per trial (default: per task)"
+    )
     add_data_flag(p)
     add_set_flag(p)
     add_experiment_flags(p, default_name="grid")
@@ -32,22 +34,29 @@ def add_experiment_flags(p: argparse.ArgumentParser, default_name: str) -> None:
     p.add_argument("--results-dir", default="results", help="parent folder of experiments")
     p.add_argument("--name", default=default_name, help="experiment name (folder under --results-dir)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment of this name")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start afresh even if the folder holds another experiment (the old one is moved aside)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if the folder holds another experiment (the old one is moved aside)",
+    )
     p.add_argument("--ray-address", default=None, help="run on an existing Ray cluster (host:port)")
-    p.add_argument("--device-memory-gb", type=float, default=None,
-                   help="memory budget shared by concurrent trials (default: usable device memory)")
+    p.add_argument(
+        "--device-memory-gb",
+        type=float,
+        default=None,
+        help="memory budget shared by concurrent trials (default: usable device memory)",
+    )
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layers(model: str) -> int:
     from trainables.models import count_layers
 
     return count_layers(ModelConfig(name=model))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arch(model: str, task: str) -> Any:
     from trainables.memory import arch_for
 
@@ -74,8 +83,15 @@ def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
     for config_id in configs:
         for task in tasks:
             for seed in seeds:
-                cfg = grid_config(config_id, task, models[task], _layers(models[task]), seed=seed,
-                                  data_dir=data_dir, max_steps=args.max_steps)
+                cfg = grid_config(
+                    config_id,
+                    task,
+                    models[task],
+                    _layers(models[task]),
+                    seed=seed,
+                    data_dir=data_dir,
+                    max_steps=args.max_steps,
+                )
                 cfg = apply_overrides(cfg, args.overrides)
                 preflight(cfg)
                 cells.append(cfg)
@@ -88,9 +104,13 @@ def handle(args: argparse.Namespace) -> int:
 
     cells = build_cells(args)
     spec = {
-        "kind": "grid", "configs": parse_config_ids(args.configs), "tasks": parse_tasks(args.tasks),
-        "models": {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2}, "seeds": parse_seeds(args.seeds),
-        "max_steps": args.max_steps, "overrides": list(args.overrides),
+        "kind": "grid",
+        "configs": parse_config_ids(args.configs),
+        "tasks": parse_tasks(args.tasks),
+        "models": {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2},
+        "seeds": parse_seeds(args.seeds),
+        "max_steps": args.max_steps,
+        "overrides": list(args.overrides),
     }
     order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
     table = launch(args, cells, spec, order)

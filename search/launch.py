@@ -11,8 +11,9 @@ from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 
 
-def resource_cells(cells: list[TrialConfig], device: Any, use_memory: bool,
-                   requested_concurrency: int | None) -> tuple[list[dict[str, Any]], int]:
+def resource_cells(
+    cells: list[TrialConfig], device: Any, use_memory: bool, requested_concurrency: int | None
+) -> tuple[list[dict[str, Any]], int]:
     from search.grid_cmd import predicted_mb
 
     peaks = [predicted_mb(c, device.kind) for c in cells]
@@ -26,15 +27,21 @@ def resource_cells(cells: list[TrialConfig], device: Any, use_memory: bool,
     out = []
     for cfg, peak in zip(cells, peaks):
         res = plan_trial(device, peak, concurrency)
-        out.append({
-            "trial": cfg.to_dict(), "threads": res.threads, "memory_fraction": res.memory_fraction,
-            "predicted_peak_mb": round(peak, 1), "resources": res.ray_request(use_memory),
-        })
+        out.append(
+            {
+                "trial": cfg.to_dict(),
+                "threads": res.threads,
+                "memory_fraction": res.memory_fraction,
+                "predicted_peak_mb": round(peak, 1),
+                "resources": res.ray_request(use_memory),
+            }
+        )
     return out, concurrency
 
 
-def launch(args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, Any],
-           order: list[str]) -> list[dict[str, Any]]:
+def launch(
+    args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, Any], order: list[str]
+) -> list[dict[str, Any]]:
     from ray import tune
 
     from search.grid_cmd import root_of
@@ -53,21 +60,39 @@ def launch(args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, A
     if not resuming:
         results_io.write_spec(root, spec)
     use_memory = init_ray(device, args.ray_address)
-    restorable = resuming and results_io.tune_dir(root).exists() and tune.Tuner.can_restore(
-        str(results_io.tune_dir(root)))
+    restorable = (
+        resuming
+        and results_io.tune_dir(root).exists()
+        and tune.Tuner.can_restore(str(results_io.tune_dir(root)))
+    )
     todo = cells
     if not restorable:  # cells finished by a run that died before Tune saved its state are not run again
         finished = {_key_of(e) for e in results_io.collect(root) if e["result"]["status"] == "completed"}
-        todo = [c for c in cells if results_io.cell_key(c.config_id or "", c.task.name, c.training.seed)
-                not in finished]
+        todo = [
+            c
+            for c in cells
+            if results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) not in finished
+        ]
     prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent)
-    print(f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
-          f"memory budget {device.memory_mb:.0f} MB -> {root}", flush=True)
+    print(
+        f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
+        f"memory budget {device.memory_mb:.0f} MB -> {root}",
+        flush=True,
+    )
     if todo:
-        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency,
-                                      trial_dirname_creator=_dirname, reuse_actors=True)
-        tuner = build_or_restore(root, {"cell": tune.grid_search(prepared)}, tune_config,
-                                 make_callbacks(root, order, len(todo)), resume=restorable)
+        tune_config = tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=concurrency,
+            trial_dirname_creator=_dirname,
+            reuse_actors=True,
+        )
+        tuner = build_or_restore(
+            root,
+            {"cell": tune.grid_search(prepared)},
+            tune_config,
+            make_callbacks(root, order, len(todo)),
+            resume=restorable,
+        )
         tuner.fit()
     table = results_io.write_summary(root, order)
     print()

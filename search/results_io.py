@@ -44,7 +44,9 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
     spec_path = root / SPEC_FILE
     if not spec_path.exists():
         if resume:
-            raise ConfigError(f"--resume: {str(root)!r} holds no experiment to resume; drop --resume to start one")
+            raise ConfigError(
+                f"--resume: {str(root)!r} holds no experiment to resume; drop --resume to start one"
+            )
         return False
     try:
         old = json.loads(spec_path.read_text())
@@ -112,8 +114,10 @@ def tune_dirs(root: Path) -> list[Path]:
     """Tune experiment folders in the order they were run: `tune.incomplete-*` (runs that died before Tune saved
     their state; their finished trials still count), `tune`, then `tune-2`, `tune-3`, ... (later extensions)."""
     incomplete = sorted(root.glob(f"{TUNE_DIR}.incomplete-*"))
-    extra = sorted(root.glob(f"{TUNE_DIR}-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1])
-                   if p.name.rsplit("-", 1)[-1].isdigit() else 0)
+    extra = sorted(
+        root.glob(f"{TUNE_DIR}-*"),
+        key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else 0,
+    )
     return [p for p in incomplete + [tune_dir(root)] + extra if p.is_dir()]
 
 
@@ -163,8 +167,13 @@ def _from_tune_files(trial_dir: Path) -> dict[str, Any] | None:
     lines = [ln.strip() for ln in error_file.read_text(errors="replace").splitlines() if ln.strip()]
     reason = lines[-1][:300] if lines else "errored"
     trial_id = _trial_id_from_dir(trial_dir)
-    result = TrialResult(status=TrialStatus.FAILED, error=reason, task=cfg.task.name, model=cfg.model.name,
-                         config_id=cfg.config_id)
+    result = TrialResult(
+        status=TrialStatus.FAILED,
+        error=reason,
+        task=cfg.task.name,
+        model=cfg.model.name,
+        config_id=cfg.config_id,
+    )
     return {"trial_id": trial_id, "config": cfg.to_dict(), "result": result.to_dict()}
 
 
@@ -188,13 +197,23 @@ def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[
         cfg = trial_config(json.loads(params.read_text()).get("cell") or json.loads(params.read_text()))
     except Exception:  # noqa: BLE001 - an unreadable trial is skipped, not fatal
         return None
-    result = TrialResult(status=TrialStatus.STOPPED, error=f"stopped early at step {last.get('steps')}",
-                         task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id,
-                         accuracy=last.get("accuracy"), perplexity=last.get("perplexity"),
-                         steps=int(last.get("steps") or 0), final_train_loss=last.get("train_loss"),
-                         metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity")
-    return {"trial_id": str(last.get("trial_id") or _trial_id_from_dir(trial_dir)), "config": cfg.to_dict(),
-            "result": result.to_dict()}
+    result = TrialResult(
+        status=TrialStatus.STOPPED,
+        error=f"stopped early at step {last.get('steps')}",
+        task=cfg.task.name,
+        model=cfg.model.name,
+        config_id=cfg.config_id,
+        accuracy=last.get("accuracy"),
+        perplexity=last.get("perplexity"),
+        steps=int(last.get("steps") or 0),
+        final_train_loss=last.get("train_loss"),
+        metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
+    )
+    return {
+        "trial_id": str(last.get("trial_id") or _trial_id_from_dir(trial_dir)),
+        "config": cfg.to_dict(),
+        "result": result.to_dict(),
+    }
 
 
 def _trial_id_from_dir(trial_dir: Path) -> str:
@@ -209,8 +228,10 @@ def _trial_id_from_dir(trial_dir: Path) -> str:
 
 
 def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [flatten(e["trial_id"], TrialConfig.from_dict(e["config"]), TrialResult.from_dict(e["result"]))
-            for e in entries]
+    return [
+        flatten(e["trial_id"], TrialConfig.from_dict(e["config"]), TrialResult.from_dict(e["result"]))
+        for e in entries
+    ]
 
 
 def csv_text(table: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -246,10 +267,34 @@ def cell_key(config_id: str, task: str, seed: int) -> str:
 
 def table_text(table: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table for the terminal."""
-    cols = ["config_id", "task", "seed", "status", "accuracy", "perplexity", "trainable_pct", "peak_memory_mb",
-            "predicted_peak_mb", "weight_memory_mb", "train_time_s", "tokens_per_s"]
-    heads = ["config", "task", "seed", "status", "acc", "ppl", "train%", "peak MB", "pred MB", "weights MB",
-             "time s", "tok/s"]
+    cols = [
+        "config_id",
+        "task",
+        "seed",
+        "status",
+        "accuracy",
+        "perplexity",
+        "trainable_pct",
+        "peak_memory_mb",
+        "predicted_peak_mb",
+        "weight_memory_mb",
+        "train_time_s",
+        "tokens_per_s",
+    ]
+    heads = [
+        "config",
+        "task",
+        "seed",
+        "status",
+        "acc",
+        "ppl",
+        "train%",
+        "peak MB",
+        "pred MB",
+        "weights MB",
+        "time s",
+        "tok/s",
+    ]
 
     def fmt(v: Any) -> str:
         if v is None or v == "":

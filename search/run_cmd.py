@@ -15,13 +15,19 @@ from trainables.errors import ConfigError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run one trial (a grid config or your own settings) without Ray")
-    p.add_argument("--config", default=None, help=f"grid config id: {', '.join(GRID_IDS)} (default: plain settings)")
+    p.add_argument(
+        "--config", default=None, help=f"grid config id: {', '.join(GRID_IDS)} (default: plain settings)"
+    )
     p.add_argument("--task", default="sst2", help=f"task: {', '.join(TASKS)}")
-    p.add_argument("--model", default=None, help="preset, hub id or local folder (default: the task's preset)")
+    p.add_argument(
+        "--model", default=None, help="preset, hub id or local folder (default: the task's preset)"
+    )
     add_data_flag(p)
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help="output folder (default results/runs/<config>-<task>-s<seed>-<time>)")
+    p.add_argument(
+        "--output", default=None, help="output folder (default results/runs/<config>-<task>-s<seed>-<time>)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing result in --output")
     add_set_flag(p)
     p.set_defaults(handler=handle)
@@ -32,16 +38,28 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
         raise ConfigError(f"unknown task {args.task!r}; choose one of {', '.join(TASKS)}")
     model = args.model or TASK_MODELS[args.task]
     from trainables.checks import preflight
-    from trainables.models import count_layers
     from trainables.config import ModelConfig
+    from trainables.models import count_layers
 
     if args.config is not None:
-        cfg = grid_config(args.config, args.task, model, count_layers(ModelConfig(name=model)), seed=args.seed,
-                          data_dir=args.data_dir, max_steps=args.max_steps)
+        cfg = grid_config(
+            args.config,
+            args.task,
+            model,
+            count_layers(ModelConfig(name=model)),
+            seed=args.seed,
+            data_dir=args.data_dir,
+            max_steps=args.max_steps,
+        )
     else:
         training = {"seed": args.seed} | ({"max_steps": args.max_steps} if args.max_steps else {})
-        cfg = TrialConfig.from_dict({"task": {"name": args.task, "data_dir": args.data_dir}, "model": {"name": model},
-                                     "training": training})
+        cfg = TrialConfig.from_dict(
+            {
+                "task": {"name": args.task, "data_dir": args.data_dir},
+                "model": {"name": model},
+                "training": training,
+            }
+        )
     cfg = apply_overrides(cfg, args.overrides)
     preflight(cfg)
     return cfg
@@ -49,18 +67,27 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
 
 def handle(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    name = f"{cfg.config_id or 'custom'}-{cfg.task.name}-s{cfg.training.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = (
+        f"{cfg.config_id or 'custom'}-{cfg.task.name}-s{cfg.training.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     out = Path(args.output) if args.output else Path("results") / "runs" / name
     if (out / "result.json").exists() and not args.overwrite:
-        raise ConfigError(f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite")
+        raise ConfigError(
+            f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite"
+        )
     out.mkdir(parents=True, exist_ok=True)
     from trainables.loop import fit
 
     def progress(info: dict) -> None:
-        print(f"  step {info['step']:>5}  loss {info['train_loss']:.4f}  {info['elapsed_s']:.1f}s", file=sys.stderr)
+        print(
+            f"  step {info['step']:>5}  loss {info['train_loss']:.4f}  {info['elapsed_s']:.1f}s",
+            file=sys.stderr,
+        )
 
-    print(f"rankbits run: {cfg.config_id or 'custom'} on {cfg.task.name} with {cfg.model.name} -> {out}",
-          file=sys.stderr)
+    print(
+        f"rankbits run: {cfg.config_id or 'custom'} on {cfg.task.name} with {cfg.model.name} -> {out}",
+        file=sys.stderr,
+    )
     result = fit(cfg, progress=progress, adapter_dir=out / "adapter")
     atomic_write_json(out / "result.json", {"config": cfg.to_dict(), "result": result.to_dict()})
     print(summary_text(cfg, result))
@@ -68,8 +95,11 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def summary_text(cfg: TrialConfig, r) -> str:  # noqa: ANN001 - TrialResult
-    metric = f"accuracy {r.accuracy:.4f}" if r.accuracy is not None else (
-        f"perplexity {r.perplexity:.2f}" if r.perplexity is not None else "no metric")
+    metric = (
+        f"accuracy {r.accuracy:.4f}"
+        if r.accuracy is not None
+        else (f"perplexity {r.perplexity:.2f}" if r.perplexity is not None else "no metric")
+    )
     lines = [
         f"{cfg.config_id or 'custom'} | {cfg.task.name} | {cfg.model.name} | seed {cfg.training.seed} | {r.status.value}",
     ]

@@ -51,12 +51,22 @@ def make_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=None)
     except Exception as exc:  # noqa: BLE001 - any driver / URL error becomes one line
-        raise ConfigError(f"--storage {url!r}: cannot open it ({exc.__class__.__name__}); check the URL and that "
-                          "its database driver is installed") from exc
+        raise ConfigError(
+            f"--storage {url!r}: cannot open it ({exc.__class__.__name__}); check the URL and that "
+            "its database driver is installed"
+        ) from exc
 
 
-def space(trial: Any, *, base: dict[str, Any], num_layers: int, budget_mb: float | None, device: Any,
-          concurrency: int, arch: Any) -> dict[str, Any]:
+def space(
+    trial: Any,
+    *,
+    base: dict[str, Any],
+    num_layers: int,
+    budget_mb: float | None,
+    device: Any,
+    concurrency: int,
+    arch: Any,
+) -> dict[str, Any]:
     """Ray's define-by-run function: sample, build the TrialConfig, predict its peak, plan its resources."""
     from search.resources import plan_trial
     from spaces.pareto import build_config, suggest_params
@@ -70,9 +80,14 @@ def space(trial: Any, *, base: dict[str, Any], num_layers: int, budget_mb: float
     if cfg.config_id:
         trial.set_user_attr("config_id", cfg.config_id)
     res = plan_trial(device, min(predicted, budget_mb or predicted), concurrency)
-    return {"trial": cfg.to_dict(), "memory_budget_mb": budget_mb, "predicted_peak_mb": round(predicted, 1),
-            "threads": res.threads,
-            "memory_fraction": res.memory_fraction, "resources": res.ray_request(True)}
+    return {
+        "trial": cfg.to_dict(),
+        "memory_budget_mb": budget_mb,
+        "predicted_peak_mb": round(predicted, 1),
+        "threads": res.threads,
+        "memory_fraction": res.memory_fraction,
+        "resources": res.ray_request(True),
+    }
 
 
 def make_space(**kwargs: Any) -> Any:
@@ -90,20 +105,25 @@ class RankbitsOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         status = (result or {}).get("status")
-        values = [(result or {}).get(m) for m in metrics]
+        reported = [(result or {}).get(m) for m in metrics]
+        values: list[Any] | None = reported
         if status == "infeasible":
             fallback = (result or {}).get("predicted_peak_mb") or 0.0
-            values = [WORST[m] if m in WORST else (v if v is not None else fallback) for m, v in zip(metrics, values)]
+            values = [
+                WORST[m] if m in WORST else (v if v is not None else fallback)
+                for m, v in zip(metrics, reported)
+            ]
             ot_trial.set_user_attr("status", "infeasible")
             state = optuna.trial.TrialState.COMPLETE
         elif status == "running":  # ended on an intermediate report: stopped early by the scheduler
             values, state = None, optuna.trial.TrialState.PRUNED
-        elif error or status == "failed" or any(v is None for v in values):
+        elif error or status == "failed" or any(v is None for v in reported):
             values, state = None, optuna.trial.TrialState.FAIL
         else:
             state = optuna.trial.TrialState.COMPLETE
+        study: Any = self._ot_study
         try:
-            self._ot_study.tell(ot_trial, values, state=state)
+            study.tell(ot_trial, values, state=state)
         except (ValueError, RuntimeError):
-            self._ot_study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
+            study.tell(ot_trial, None, state=optuna.trial.TrialState.FAIL)
         self._completed_trials.add(trial_id)

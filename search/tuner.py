@@ -56,16 +56,26 @@ def init_ray(device: DeviceInfo, address: str | None) -> bool:
     quiet()
     if ray.is_initialized():
         return MEMORY_RESOURCE in ray.cluster_resources()
-    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
+    kwargs: dict[str, Any] = {
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+        "configure_logging": True,
+    }
     if address:
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"--ray-address {address!r}: cannot connect ({exc.__class__.__name__}); start the "
-                              "cluster with `ray start --head` and pass its address (host:port)") from exc
+            raise ConfigError(
+                f"--ray-address {address!r}: cannot connect ({exc.__class__.__name__}); start the "
+                "cluster with `ray start --head` and pass its address (host:port)"
+            ) from exc
         return MEMORY_RESOURCE in ray.cluster_resources()
-    ray.init(num_cpus=device.cpus, resources={MEMORY_RESOURCE: float(int(device.memory_mb))},
-             include_dashboard=False, **kwargs)
+    ray.init(
+        num_cpus=device.cpus,
+        resources={MEMORY_RESOURCE: float(int(device.memory_mb))},
+        include_dashboard=False,
+        **kwargs,
+    )
     return True
 
 
@@ -79,9 +89,13 @@ def trial_dirname(trial: Any) -> str:
     return f"{label}-{task}-s{seed}_{trial.trial_id}" if spec else f"trial_{trial.trial_id}"
 
 
-def cell_resources(config: dict[str, Any]) -> dict[str, float]:
-    """Per-trial Ray resources, carried in the trial's config (see search.resources)."""
-    return dict((config.get("cell") or config).get("resources") or {"cpu": 1})
+def cell_resources(config: dict[Any, Any]) -> Any:
+    """Per-trial Ray resources (a placement group of one bundle), carried in the trial's config."""
+    from ray.tune import PlacementGroupFactory
+
+    wanted = dict((config.get("cell") or config).get("resources") or {"cpu": 1})
+    bundle = {("CPU" if key == "cpu" else key): value for key, value in wanted.items()}
+    return PlacementGroupFactory([bundle])
 
 
 class ProgressCallback(Callback):
@@ -104,22 +118,36 @@ class ProgressCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("status") == "running":
             extra = "".join(f"  {k} {result[k]:.4f}" for k in ("accuracy", "perplexity") if k in result)
-            print(f"[{self._clock()}] running {self._label(trial)}  step {result.get('steps')}"
-                  f"  loss {result.get('train_loss', float('nan')):.4f}{extra}", flush=True)
+            print(
+                f"[{self._clock()}] running {self._label(trial)}  step {result.get('steps')}"
+                f"  loss {result.get('train_loss', float('nan')):.4f}{extra}",
+                flush=True,
+            )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
         r = trial.last_result or {}
-        metric = (f"accuracy {r['accuracy']:.4f}" if r.get("accuracy") is not None else
-                  f"perplexity {r['perplexity']:.2f}" if r.get("perplexity") is not None else r.get("status"))
-        print(f"[{self._clock()}] done    {self._label(trial)}  {metric}  peak {r.get('peak_memory_mb')} MB"
-              f"  ({self.done}/{self.total})", flush=True)
+        metric = (
+            f"accuracy {r['accuracy']:.4f}"
+            if r.get("accuracy") is not None
+            else f"perplexity {r['perplexity']:.2f}"
+            if r.get("perplexity") is not None
+            else r.get("status")
+        )
+        print(
+            f"[{self._clock()}] done    {self._label(trial)}  {metric}  peak {r.get('peak_memory_mb')} MB"
+            f"  ({self.done}/{self.total})",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
         r = trial.last_result or {}
-        print(f"[{self._clock()}] {r.get('status', 'failed'):<7} {self._label(trial)}  "
-              f"{r.get('error') or 'errored'}  ({self.done}/{self.total})", flush=True)
+        print(
+            f"[{self._clock()}] {r.get('status', 'failed'):<7} {self._label(trial)}  "
+            f"{r.get('error') or 'errored'}  ({self.done}/{self.total})",
+            flush=True,
+        )
 
 
 class SummaryCallback(Callback):
@@ -150,17 +178,25 @@ def wandb_callback(group: str) -> Any:
     if not os.environ.get("WANDB_API_KEY"):
         return None
     try:
-        from ray.air.integrations.wandb import WandbLoggerCallback
         import wandb  # noqa: F401
+        from ray.air.integrations.wandb import WandbLoggerCallback
     except ImportError:
-        print("WANDB_API_KEY is set but wandb is not installed: pip install 'rankbits[tracking]'", file=sys.stderr)
+        print(
+            "WANDB_API_KEY is set but wandb is not installed: pip install 'rankbits[tracking]'",
+            file=sys.stderr,
+        )
         return None
-    return WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "rankbits"), group=group,
-                               excludes=["trial", "cell"], log_config=False)
+    return WandbLoggerCallback(
+        project=os.environ.get("WANDB_PROJECT", "rankbits"),
+        group=group,
+        excludes=["trial", "cell"],
+        log_config=False,
+    )
 
 
-def build_or_restore(root: Path, param_space: dict[str, Any] | None, tune_config: Any, callbacks: list[Any],
-                     resume: bool) -> Any:
+def build_or_restore(
+    root: Path, param_space: dict[str, Any] | None, tune_config: Any, callbacks: list[Any], resume: bool
+) -> Any:
     """A Tuner writing into root/tune, or the restored one when that experiment exists."""
     from ray import tune
 
@@ -169,13 +205,17 @@ def build_or_restore(root: Path, param_space: dict[str, Any] | None, tune_config
     trainable = tune.with_resources(train_trial, cell_resources)
     path = tune_dir(root)
     if resume and path.exists() and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
-                                  restart_errored=False)
+        return tune.Tuner.restore(
+            str(path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
     if path.exists():  # started but never saved its state: keep the trials it finished, start the rest afresh
         aside = path.with_name(f"tune.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
     run_config = tune.RunConfig(
-        name=path.name, storage_path=str(root.resolve()), callbacks=callbacks, verbose=0,
+        name=path.name,
+        storage_path=str(root.resolve()),
+        callbacks=callbacks,
+        verbose=0,
         failure_config=tune.FailureConfig(max_failures=0),
     )
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -66,15 +66,23 @@ def mixed_bits(num_layers: int) -> dict[int, int]:
 
 def grid_overrides(config_id: str, num_layers: int) -> dict[str, dict[str, Any]]:
     """The quantization and adapter sections that define a grid config."""
-    adalora = {"method": "adalora", "init_r": 12, "target_r": 4, "alpha": 16.0,
-               "orth_reg_weight": ADALORA_ORTH_REG}
+    adalora = {
+        "method": "adalora",
+        "init_r": 12,
+        "target_r": 4,
+        "alpha": 16.0,
+        "orth_reg_weight": ADALORA_ORTH_REG,
+    }
     lora = {"method": "lora", "r": 8, "alpha": 16.0}
     table: dict[str, dict[str, dict[str, Any]]] = {
         "B-FP": {"quantization": {"default_bits": 16}, "adapter": lora},
         "B-Q4": {"quantization": {"default_bits": 4, "double_quant": True}, "adapter": lora},
         "B-Ada": {"quantization": {"default_bits": 16}, "adapter": adalora},
         "Joint-1": {"quantization": {"default_bits": 4}, "adapter": adalora},
-        "Joint-2": {"quantization": {"default_bits": 4, "layer_bits": mixed_bits(num_layers)}, "adapter": adalora},
+        "Joint-2": {
+            "quantization": {"default_bits": 4, "layer_bits": mixed_bits(num_layers)},
+            "adapter": adalora,
+        },
         "Joint-3": {
             "quantization": {"default_bits": 4, "layer_bits": mixed_bits(num_layers)},
             "adapter": {**lora, "layer_ranks": manual_ranks(num_layers)},
@@ -85,8 +93,15 @@ def grid_overrides(config_id: str, num_layers: int) -> dict[str, dict[str, Any]]
     return table[config_id]
 
 
-def grid_config(config_id: str, task: str, model: str, num_layers: int, seed: int = 0,
-                data_dir: str | None = None, max_steps: int | None = None) -> TrialConfig:
+def grid_config(
+    config_id: str,
+    task: str,
+    model: str,
+    num_layers: int,
+    seed: int = 0,
+    data_dir: str | None = None,
+    max_steps: int | None = None,
+) -> TrialConfig:
     """The TrialConfig of one grid cell (training defaults per task; `--set` overrides come after)."""
     parts = grid_overrides(config_id, num_layers)
     training = dict(TASK_TRAINING[task], seed=seed)
@@ -94,14 +109,16 @@ def grid_config(config_id: str, task: str, model: str, num_layers: int, seed: in
         training["lr"] *= ADALORA_LR_FACTOR
     if max_steps is not None:
         training["max_steps"] = max_steps
-    return TrialConfig.from_dict({
-        "config_id": config_id,
-        "task": {"name": task, "data_dir": data_dir},
-        "model": {"name": model},
-        "quantization": parts["quantization"],
-        "adapter": parts["adapter"],
-        "training": training,
-    })
+    return TrialConfig.from_dict(
+        {
+            "config_id": config_id,
+            "task": {"name": task, "data_dir": data_dir},
+            "model": {"name": model},
+            "quantization": parts["quantization"],
+            "adapter": parts["adapter"],
+            "training": training,
+        }
+    )
 
 
 def parse_config_ids(text: str) -> list[str]:

@@ -92,16 +92,25 @@ def build_config(params: dict[str, Any], base: TrialConfig, num_layers: int) -> 
     data = base.to_dict()
     bits = params["bits"]
     default = max(set(bits), key=bits.count)
-    data["quantization"].update({"default_bits": default,
-                                 "layer_bits": {i: b for i, b in enumerate(bits) if b != default}})
+    data["quantization"].update(
+        {"default_bits": default, "layer_bits": {i: b for i, b in enumerate(bits) if b != default}}
+    )
     if params["method"] == "lora":
         ranks = params["ranks"]
         common = max(set(ranks), key=ranks.count)
-        data["adapter"].update({"method": "lora", "r": common,
-                                "layer_ranks": {i: r for i, r in enumerate(ranks) if r != common}})
+        data["adapter"].update(
+            {"method": "lora", "r": common, "layer_ranks": {i: r for i, r in enumerate(ranks) if r != common}}
+        )
     else:
-        data["adapter"].update({"method": "adalora", "init_r": params["init_r"], "target_r": params["target_r"],
-                                "layer_ranks": {}, "orth_reg_weight": ADALORA_ORTH_REG})
+        data["adapter"].update(
+            {
+                "method": "adalora",
+                "init_r": params["init_r"],
+                "target_r": params["target_r"],
+                "layer_ranks": {},
+                "orth_reg_weight": ADALORA_ORTH_REG,
+            }
+        )
         data["training"]["lr"] = base.training.lr * ADALORA_LR_FACTOR
     data["config_id"] = None
     cfg = TrialConfig.from_dict(data)
@@ -134,10 +143,23 @@ def grid_points(num_layers: int) -> list[dict[str, Any]]:
         "B-Q4": {"method": "lora", "low_bits": 4, "n_high": 0, **uniform8},
         "B-Ada": {"method": "adalora", "low_bits": 16, **ada},
         "Joint-1": {"method": "adalora", "low_bits": 4, "n_high": 0, **ada},
-        "Joint-2": {"method": "adalora", "low_bits": 4, "n_high": n_crit, "high_bits": 8, "placement": "ends",
-                    **ada},
-        "Joint-3": {"method": "lora", "low_bits": 4, "n_high": n_crit, "high_bits": 8, "placement": "ends",
-                    "rank_spread": "rising", "rank_budget": 8},
+        "Joint-2": {
+            "method": "adalora",
+            "low_bits": 4,
+            "n_high": n_crit,
+            "high_bits": 8,
+            "placement": "ends",
+            **ada,
+        },
+        "Joint-3": {
+            "method": "lora",
+            "low_bits": 4,
+            "n_high": n_crit,
+            "high_bits": 8,
+            "placement": "ends",
+            "rank_spread": "rising",
+            "rank_budget": 8,
+        },
     }
     return [points[c] for c in GRID_IDS]
 

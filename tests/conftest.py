@@ -14,10 +14,22 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-POSITIVE = ["a charming , often affecting journey", "warm and funny", "the best film of the year",
-            "a gorgeous , witty , seductive movie", "wonderful performances", "smart and moving"]
-NEGATIVE = ["unflinchingly bleak and desperate", "a dull , lifeless mess", "the worst film of the year",
-            "boring and predictable", "painfully slow", "contains no wit , only labored gags"]
+POSITIVE = [
+    "a charming , often affecting journey",
+    "warm and funny",
+    "the best film of the year",
+    "a gorgeous , witty , seductive movie",
+    "wonderful performances",
+    "smart and moving",
+]
+NEGATIVE = [
+    "unflinchingly bleak and desperate",
+    "a dull , lifeless mess",
+    "the worst film of the year",
+    "boring and predictable",
+    "painfully slow",
+    "contains no wit , only labored gags",
+]
 
 
 def write_tiny_data(root: Path, n_train: int = 256, n_dev: int = 64, seed: int = 0) -> Path:
@@ -33,8 +45,10 @@ def write_tiny_data(root: Path, n_train: int = 256, n_dev: int = 64, seed: int =
         (root / "sst2" / name).write_text("\n".join(lines) + "\n")
     words = "the cat sat on the mat and the dog ran to the park while rain fell on the town".split()
     for name in ("wiki.valid.tokens", "wiki.test.tokens"):
-        text = "\n".join(" = Heading = " if i % 20 == 0 else " ".join(rng.choice(words) for _ in range(30))
-                         for i in range(200))
+        text = "\n".join(
+            " = Heading = " if i % 20 == 0 else " ".join(rng.choice(words) for _ in range(30))
+            for i in range(200)
+        )
         (root / "wikitext-2" / name).write_text(text + "\n")
     return root
 

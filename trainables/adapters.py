@@ -20,7 +20,11 @@ def target_names(prefix: str, layer_modules: list[list[str]], cfg: AdapterConfig
     """Full names of the adapted modules of each block (filtered by `cfg.target_modules` suffixes)."""
     out = []
     for i, names in enumerate(layer_modules):
-        chosen = [n for n in names if cfg.target_modules is None or any(n == t or n.endswith("." + t) for t in cfg.target_modules)]
+        chosen = [
+            n
+            for n in names
+            if cfg.target_modules is None or any(n == t or n.endswith("." + t) for t in cfg.target_modules)
+        ]
         out.append([f"{prefix}.{i}.{n}" for n in chosen])
     if not any(out):
         available = sorted({n.rsplit(".", 1)[-1] for names in layer_modules for n in names})
@@ -39,24 +43,45 @@ def peft_config(cfg: AdapterConfig, targets: list[list[str]], task: str, total_s
     if cfg.method == "adalora":
         tinit, tfinal, delta = cfg.schedule(total_steps)
         return AdaLoraConfig(
-            init_r=cfg.init_r, target_r=cfg.target_r, tinit=tinit, tfinal=tfinal, deltaT=delta,
-            beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight, total_step=total_steps,
-            lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=[n for names in targets for n in names],
+            init_r=cfg.init_r,
+            target_r=cfg.target_r,
+            tinit=tinit,
+            tfinal=tfinal,
+            deltaT=delta,
+            beta1=cfg.beta1,
+            beta2=cfg.beta2,
+            orth_reg_weight=cfg.orth_reg_weight,
+            total_step=total_steps,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=[n for names in targets for n in names],
             task_type=task_type,
         )
     ranks = cfg.ranks_per_layer(len(targets))
     names = [n for r, layer in zip(ranks, targets) if r > 0 for n in layer]
     if not names:
-        raise ConfigError("adapter.layer_ranks: every layer has rank 0, nothing would train; give some layer a rank > 0")
+        raise ConfigError(
+            "adapter.layer_ranks: every layer has rank 0, nothing would train; give some layer a rank > 0"
+        )
     pattern = {re.escape(n): r for r, layer in zip(ranks, targets) if r > 0 and r != cfg.r for n in layer}
     return LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=names, rank_pattern=pattern,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=names,
+        rank_pattern=pattern,
         task_type=task_type,
     )
 
 
-def attach(model: nn.Module, cfg: AdapterConfig, prefix: str, layer_modules: list[list[str]], task: str,
-           total_steps: int) -> Any:
+def attach(
+    model: nn.Module,
+    cfg: AdapterConfig,
+    prefix: str,
+    layer_modules: list[list[str]],
+    task: str,
+    total_steps: int,
+) -> Any:
     """Wrap `model` with the adapter; only adapter weights (and the classification head) train."""
     from peft import get_peft_model
 
@@ -65,7 +90,11 @@ def attach(model: nn.Module, cfg: AdapterConfig, prefix: str, layer_modules: lis
 
 
 def _lora_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: mod for name, mod in model.named_modules() if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {})}
+    return {
+        name: mod
+        for name, mod in model.named_modules()
+        if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {})
+    }
 
 
 def active_ranks(model: nn.Module, trained: bool = True) -> dict[str, int]:

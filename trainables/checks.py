@@ -16,7 +16,9 @@ def preflight(cfg: TrialConfig) -> int:
     cfg.quantization.bits_per_layer(n)
     cfg.adapter.ranks_per_layer(n)
     if cfg.adapter.method == "lora" and cfg.adapter.layer_ranks and not any(cfg.adapter.ranks_per_layer(n)):
-        raise ConfigError("adapter.layer_ranks: every layer has rank 0, nothing would train; give a layer rank > 0")
+        raise ConfigError(
+            "adapter.layer_ranks: every layer has rank 0, nothing would train; give a layer rank > 0"
+        )
     root = data.data_root(cfg.task)
     if root is not None:
         data.check_local(root, cfg.task.name)

@@ -53,7 +53,9 @@ class TaskConfig:
     """Use only the first N training examples (SST-2) or blocks (WikiText-2); None: all."""
 
     def __post_init__(self) -> None:
-        _require(self.name in TASKS, f"task.name: unknown task {self.name!r}; choose one of {', '.join(TASKS)}")
+        _require(
+            self.name in TASKS, f"task.name: unknown task {self.name!r}; choose one of {', '.join(TASKS)}"
+        )
         _require(
             self.train_examples is None or self.train_examples > 0,
             f"task.train_examples: {self.train_examples} must be a positive number or None (all)",
@@ -94,7 +96,9 @@ class QuantizationConfig:
                 bits in BIT_WIDTHS,
                 f"quantization.{where}: bit width {bits} is not supported; choose one of 4, 8, 16, 32",
             )
-        _require(self.quant_type in ("nf4", "fp4"), f"quantization.quant_type: {self.quant_type!r}; use nf4 or fp4")
+        _require(
+            self.quant_type in ("nf4", "fp4"), f"quantization.quant_type: {self.quant_type!r}; use nf4 or fp4"
+        )
         _require(
             self.half_dtype in HALF_DTYPES,
             f"quantization.half_dtype: {self.half_dtype!r}; use bfloat16 or float16",
@@ -140,11 +144,15 @@ class AdapterConfig:
     beta2: float = 0.85
 
     def __post_init__(self) -> None:
-        _require(self.method in METHODS, f"adapter.method: unknown method {self.method!r}; choose lora or adalora")
+        _require(
+            self.method in METHODS, f"adapter.method: unknown method {self.method!r}; choose lora or adalora"
+        )
         self.layer_ranks = _int_keys(self.layer_ranks, "adapter.layer_ranks")
         _require(self.r > 0, f"adapter.r: rank {self.r} must be > 0")
         for i, r in self.layer_ranks.items():
-            _require(r >= 0, f"adapter.layer_ranks[{i}]: rank {r} must be >= 0 (0 = no adapter on that layer)")
+            _require(
+                r >= 0, f"adapter.layer_ranks[{i}]: rank {r} must be >= 0 (0 = no adapter on that layer)"
+            )
         _require(self.alpha > 0, f"adapter.alpha: {self.alpha} must be > 0")
         _require(0.0 <= self.dropout < 1.0, f"adapter.dropout: {self.dropout} must be in [0, 1)")
         _require(self.init_r > 0, f"adapter.init_r: rank {self.init_r} must be > 0")
@@ -228,7 +236,9 @@ class TrainingConfig:
         _require(self.lr > 0, f"training.lr: {self.lr} must be > 0")
         _require(self.batch_size > 0, f"training.batch_size: {self.batch_size} must be > 0")
         _require(self.max_steps > 0, f"training.max_steps: {self.max_steps} must be > 0")
-        _require(self.epochs is None or self.epochs > 0, f"training.epochs: {self.epochs} must be > 0 or None")
+        _require(
+            self.epochs is None or self.epochs > 0, f"training.epochs: {self.epochs} must be > 0 or None"
+        )
         _require(self.seq_len >= 8, f"training.seq_len: {self.seq_len} must be >= 8")
         _require(0 <= self.warmup_ratio < 1, f"training.warmup_ratio: {self.warmup_ratio} must be in [0, 1)")
         _require(self.weight_decay >= 0, f"training.weight_decay: {self.weight_decay} must be >= 0")
@@ -239,14 +249,19 @@ class TrainingConfig:
         )
         _require(self.eval_tokens > 0, f"training.eval_tokens: {self.eval_tokens} must be > 0")
         _require(self.eval_batch_size > 0, f"training.eval_batch_size: {self.eval_batch_size} must be > 0")
-        _require(self.device in DEVICES, f"training.device: {self.device!r}; choose one of {', '.join(DEVICES)}")
+        _require(
+            self.device in DEVICES, f"training.device: {self.device!r}; choose one of {', '.join(DEVICES)}"
+        )
         _require(self.threads is None or self.threads > 0, f"training.threads: {self.threads} must be > 0")
         _require(
             self.memory_fraction is None or 0 < self.memory_fraction <= 2,
             f"training.memory_fraction: {self.memory_fraction} must be in (0, 2]",
         )
         _require(self.log_every > 0, f"training.log_every: {self.log_every} must be > 0")
-        _require(self.eval_every is None or self.eval_every > 0, f"training.eval_every: {self.eval_every} must be > 0")
+        _require(
+            self.eval_every is None or self.eval_every > 0,
+            f"training.eval_every: {self.eval_every} must be > 0",
+        )
 
 
 SECTIONS: dict[str, type] = {
@@ -286,14 +301,19 @@ class TrialConfig:
         if unknown:
             raise ConfigError(f"unknown config section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
         kwargs: dict[str, Any] = {
-            name: _section_from_dict(section, data.get(name) or {}, name) for name, section in SECTIONS.items()
+            name: _section_from_dict(section, data.get(name) or {}, name)
+            for name, section in SECTIONS.items()
         }
         return cls(config_id=data.get("config_id"), **kwargs)
 
     def with_overrides(self, assignments: list[str] | dict[str, Any]) -> TrialConfig:
         """A copy with `section.field=value` (or an unambiguous bare `field=value`) assignments applied."""
         data = self.to_dict()
-        items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
+        items = (
+            assignments.items()
+            if isinstance(assignments, dict)
+            else [_split_assignment(a) for a in assignments]
+        )
         for key, raw in items:
             section, name = resolve_key(key)
             hint = _field_types(SECTIONS[section])[name]
@@ -307,7 +327,9 @@ def _section_from_dict(cls: type, data: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{section}.{unknown[0]}: no such setting; {section} has {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{section}.{unknown[0]}: no such setting; {section} has {', '.join(sorted(names))}"
+        )
     hints = _field_types(cls)
     values = {}
     for key, value in data.items():
@@ -329,13 +351,17 @@ def resolve_key(key: str) -> tuple[str, str]:
     """`training.lr` -> ("training", "lr"); a bare `lr` is accepted when only one section has that field."""
     if "." in key:
         section, _, name = key.partition(".")
-        _require(section in SECTIONS, f"--set {key}: unknown section {section!r}; use one of {', '.join(SECTIONS)}")
+        _require(
+            section in SECTIONS, f"--set {key}: unknown section {section!r}; use one of {', '.join(SECTIONS)}"
+        )
         names = [f.name for f in dataclasses.fields(SECTIONS[section])]
         _require(name in names, f"--set {key}: {section} has no setting {name!r}; it has {', '.join(names)}")
         return section, name
     owners = [s for s, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
     _require(bool(owners), f"--set {key}: no such setting; use section.field, e.g. training.lr or adapter.r")
-    _require(len(owners) == 1, f"--set {key}: ambiguous, it is in {' and '.join(owners)}; write section.{key}")
+    _require(
+        len(owners) == 1, f"--set {key}: ambiguous, it is in {' and '.join(owners)}; write section.{key}"
+    )
     return owners[0], key
 
 
@@ -403,7 +429,13 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         str: isinstance(value, str),
     }.get(base)
     if ok is None:
-        ok = isinstance(value, dict) if origin is dict else isinstance(value, (list, tuple)) if origin is list else True
+        ok = (
+            isinstance(value, dict)
+            if origin is dict
+            else isinstance(value, (list, tuple))
+            if origin is list
+            else True
+        )
         if origin is list and ok:
             value = list(value)
     _require(bool(ok), f"{where}: {value!r} has the wrong type ({type(value).__name__}); expected {base}")

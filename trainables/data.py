@@ -50,7 +50,9 @@ def check_local(root: Path, task: str) -> None:
     """ConfigError naming every missing file, before any training starts."""
     needed = SST2_FILES if task == "sst2" else WIKITEXT_FILES
     if not root.is_dir():
-        raise ConfigError(f"data dir {str(root)!r} does not exist; point --data-dir at a folder holding {', '.join(needed)}")
+        raise ConfigError(
+            f"data dir {str(root)!r} does not exist; point --data-dir at a folder holding {', '.join(needed)}"
+        )
     missing = [f for f in needed if not (root / f).is_file()]
     if missing:
         raise ConfigError(
@@ -104,13 +106,21 @@ def _load_hub(cfg: TaskConfig) -> RawTask:
         if cfg.name == "sst2":
             ds = datasets.load_dataset("nyu-mll/glue", "sst2")
             return RawTask(
-                list(ds["train"]["sentence"]), list(ds["train"]["label"]), list(ds["validation"]["sentence"]),
-                list(ds["validation"]["label"]), "SST-2 train / validation (hub)", "hub:nyu-mll/glue",
+                list(ds["train"]["sentence"]),
+                list(ds["train"]["label"]),
+                list(ds["validation"]["sentence"]),
+                list(ds["validation"]["label"]),
+                "SST-2 train / validation (hub)",
+                "hub:nyu-mll/glue",
             )
         ds = datasets.load_dataset("Salesforce/wikitext", "wikitext-2-v1")
         return RawTask(
-            ["".join(ds["train"]["text"])], None, ["".join(ds["test"]["text"])], None,
-            "WikiText-2 v1: fine-tuned on train, perplexity on test (hub)", "hub:Salesforce/wikitext",
+            ["".join(ds["train"]["text"])],
+            None,
+            ["".join(ds["test"]["text"])],
+            None,
+            "WikiText-2 v1: fine-tuned on train, perplexity on test (hub)",
+            "hub:Salesforce/wikitext",
         )
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear line
         raise ConfigError(f"task {cfg.name}: {hint} ({exc.__class__.__name__})") from exc
@@ -144,13 +154,15 @@ class Batches:
             order = list(range(len(self.ids)))
             random.Random(self.seed * 1000 + epoch).shuffle(order)
             for start in range(0, len(order) - size + 1, size):
-                chosen = order[start:start + size]
+                chosen = order[start : start + size]
                 labels = [self.labels[i] for i in chosen] if self.labels is not None else None
                 yield collate([self.ids[i] for i in chosen], labels, self.pad_id, self.causal)
             epoch += 1
 
 
-def collate(seqs: list[list[int]], labels: list[int] | None, pad_id: int, causal: bool) -> dict[str, torch.Tensor]:
+def collate(
+    seqs: list[list[int]], labels: list[int] | None, pad_id: int, causal: bool
+) -> dict[str, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -188,11 +200,20 @@ def _blocks(tokenizer: Any, text: str, seq_len: int, limit_tokens: int | None = 
             break
     if limit_tokens is not None:
         ids = ids[: max(seq_len, limit_tokens - limit_tokens % seq_len)]
-    return [ids[i:i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+    return [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
 
 
-def prepare(raw: RawTask, task: TaskConfig, tokenizer: Any, seq_len: int, batch_size: int, seed: int,
-            examples_needed: int | None, eval_examples: int | None, eval_tokens: int) -> TaskData:
+def prepare(
+    raw: RawTask,
+    task: TaskConfig,
+    tokenizer: Any,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    examples_needed: int | None,
+    eval_examples: int | None,
+    eval_tokens: int,
+) -> TaskData:
     """Tokenize what the run will use: a seeded subset of SST-2 training sentences, WikiText blocks, eval data."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if task.name == "sst2":

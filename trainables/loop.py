@@ -109,8 +109,12 @@ def prepare(cfg: TrialConfig) -> Prepared:
     seed_everything(cfg.training.seed)
     meter = PeakMeter(device)
     result = TrialResult(
-        task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, device=device.type,
-        metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity", versions=versions(),
+        task=cfg.task.name,
+        model=cfg.model.name,
+        config_id=cfg.config_id,
+        device=device.type,
+        metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
+        versions=versions(),
         memory_measure=meter.method,
     )
     tokenizer = models.load_tokenizer(cfg.model)
@@ -118,8 +122,15 @@ def prepare(cfg: TrialConfig) -> Prepared:
     # Only the SST-2 sentences the run will see are tokenized (epochs need them all).
     needed = None if cfg.training.epochs is not None else cfg.training.max_steps * cfg.training.batch_size
     task_data = data.prepare(
-        raw, cfg.task, tokenizer, cfg.training.seq_len, cfg.training.batch_size, cfg.training.seed, needed,
-        cfg.training.eval_examples, cfg.training.eval_tokens,
+        raw,
+        cfg.task,
+        tokenizer,
+        cfg.training.seq_len,
+        cfg.training.batch_size,
+        cfg.training.seed,
+        needed,
+        cfg.training.eval_examples,
+        cfg.training.eval_tokens,
     )
     del raw
     result.data_note = task_data.data_note
@@ -168,7 +179,7 @@ def _named_unique(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]
 def _in_block_linears(name: str, prefix: str, report: Any) -> bool:
     if not name.startswith(prefix + "."):
         return False
-    rest = name[len(prefix) + 1:]
+    rest = name[len(prefix) + 1 :]
     index, _, sub = rest.partition(".")
     module = sub.rsplit(".", 1)[0]
     return index.isdigit() and int(index) < len(report.layers) and module in report.layers[int(index)].modules
@@ -201,7 +212,9 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
         batch = _to(next(batches), p.device)
         loss = model(**batch).loss
         if not torch.isfinite(loss):
-            raise TrialFailed(f"non-finite loss ({loss.item()}) at step {step}; lower training.lr or check the data")
+            raise TrialFailed(
+                f"non-finite loss ({loss.item()}) at step {step}; lower training.lr or check the data"
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.training.max_grad_norm)
         optimizer.step()
@@ -211,12 +224,18 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
         p.meter.sample()
         optimizer.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum().item())
-        eval_now = cfg.training.eval_every is not None and step % cfg.training.eval_every == 0 and step < p.steps
+        eval_now = (
+            cfg.training.eval_every is not None and step % cfg.training.eval_every == 0 and step < p.steps
+        )
         if step % cfg.training.log_every == 0 or step == p.steps or eval_now:
             value = float(loss.item())
             result.loss_curve.append((step, round(value, 5)))
-            info: dict[str, Any] = {"step": step, "train_loss": value, "tokens": tokens,
-                                    "elapsed_s": time.perf_counter() - start}
+            info: dict[str, Any] = {
+                "step": step,
+                "train_loss": value,
+                "tokens": tokens,
+                "elapsed_s": time.perf_counter() - start,
+            }
             if eval_now:
                 info[result.metric_name] = score(p)[0]
                 model.train()
@@ -261,7 +280,9 @@ def score(p: Prepared) -> tuple[float, float]:
         preds: list[int] = []
         loss_sum = 0.0
         for i in range(0, len(td.eval_ids), bs):
-            batch = _to(data.collate(td.eval_ids[i:i + bs], td.eval_labels[i:i + bs], pad, causal=False), p.device)
+            batch = _to(
+                data.collate(td.eval_ids[i : i + bs], td.eval_labels[i : i + bs], pad, causal=False), p.device
+            )
             labels = batch.pop("labels")  # the task loss alone (AdaLoRA adds its regulariser to a model loss)
             logits = model(**batch).logits.float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
@@ -270,17 +291,19 @@ def score(p: Prepared) -> tuple[float, float]:
     nll_sums: list[float] = []
     counts: list[int] = []
     for i in range(0, len(td.eval_ids), bs):
-            batch = _to(data.collate(td.eval_ids[i:i + bs], None, pad, causal=True), p.device)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            shift_logits = logits[:, :-1].float()
-            shift_labels = batch["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), reduction="none",
-                ignore_index=-100,
-            ).view(shift_labels.shape)
-            valid = shift_labels != -100
-            nll_sums.extend((nll * valid).sum(1).tolist())
-            counts.extend(valid.sum(1).tolist())
+        batch = _to(data.collate(td.eval_ids[i : i + bs], None, pad, causal=True), p.device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        shift_logits = logits[:, :-1].float()
+        shift_labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)),
+            shift_labels.reshape(-1),
+            reduction="none",
+            ignore_index=-100,
+        ).view(shift_labels.shape)
+        valid = shift_labels != -100
+        nll_sums.extend((nll * valid).sum(1).tolist())
+        counts.extend(valid.sum(1).tolist())
     return metrics.perplexity(nll_sums, counts), sum(nll_sums) / max(1, sum(counts))
 
 
@@ -289,7 +312,9 @@ def save_adapter(p: Prepared, folder: str | Path) -> None:
     p.model.save_pretrained(str(folder))
 
 
-def fit(cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str | Path | None = None) -> TrialResult:
+def fit(
+    cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str | Path | None = None
+) -> TrialResult:
     """Run one trial. Every failure (out of memory, non-finite loss, a broken model or data) comes back as a
     result with status failed and the reason; callers check configs up front with `checks.preflight`."""
     prepared = None
@@ -301,8 +326,12 @@ def fit(cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str |
             save_adapter(prepared, adapter_dir)
         return prepared.result
     except Exception as exc:  # noqa: BLE001 - every trial failure is recorded, not lost
-        result = prepared.result if prepared is not None else TrialResult(
-            task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, versions=versions()
+        result = (
+            prepared.result
+            if prepared is not None
+            else TrialResult(
+                task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, versions=versions()
+            )
         )
         result.status = TrialStatus.FAILED
         result.error = _reason(exc)

@@ -57,7 +57,9 @@ def trim_heap() -> None:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES = 0  # 0: keep glibc defaults (fastest); e.g. 262144 tracks live memory closer, ~2x slower
+MMAP_THRESHOLD_BYTES = (
+    0  # 0: keep glibc defaults (fastest); e.g. 262144 tracks live memory closer, ~2x slower
+)
 
 
 def configure_allocator() -> None:
@@ -195,7 +197,7 @@ def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
         linears = []
         for name, mod in block.named_modules():
             if name and is_linear_like(mod):
-                out_f, in_f = (mod.weight.shape if isinstance(mod, nn.Linear) else mod.weight.shape[::-1])
+                out_f, in_f = mod.weight.shape if isinstance(mod, nn.Linear) else mod.weight.shape[::-1]
                 linears.append((name, int(out_f), int(in_f), mod.bias is not None))
                 inside.update(id(p) for p in mod.parameters(recurse=False))
         per_block.append(tuple(linears))
@@ -206,12 +208,18 @@ def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
             continue
         seen.add(id(t))
         other += t.numel() * 4
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or getattr(config, "dim")
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or config.dim
     inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1
     return ArchSpec(
-        num_layers=len(blocks), hidden=int(hidden), intermediate=int(inter), heads=int(heads),
-        vocab=int(config.vocab_size), causal=causal, block_linears=tuple(per_block), other_bytes=int(other),
+        num_layers=len(blocks),
+        hidden=int(hidden),
+        intermediate=int(inter),
+        heads=int(heads),
+        vocab=int(config.vocab_size),
+        causal=causal,
+        block_linears=tuple(per_block),
+        other_bytes=int(other),
     )
 
 
@@ -253,7 +261,9 @@ LOGIT_COPIES = 3.0
 # Apple hardware, where the trial's measured peak is recorded beside the prediction for every trial).
 ACT_FACTOR = {"cpu": 1.81, "mps": 1.3, "cuda": 1.3}
 OVERHEAD_BYTES = {"cpu": 447 * MB, "mps": 64 * MB, "cuda": 32 * MB}
-SST2_PEAK_TOKENS = 66  # the longest SST-2 sentence in BERT / Llama tokens is about 66 (so shorter rows than seq_len)
+SST2_PEAK_TOKENS = (
+    66  # the longest SST-2 sentence in BERT / Llama tokens is about 66 (so shorter rows than seq_len)
+)
 
 
 def peak_row_tokens(cfg: TrialConfig) -> int:
@@ -298,4 +308,6 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
         raw += 4 * LOGIT_COPIES * rows * tokens * arch.vocab
     activations = int(raw * ACT_FACTOR.get(device_type, ACT_FACTOR["cpu"]))
     transient = 2 * largest
-    return MemoryEstimate(weights, adapter, activations, transient, OVERHEAD_BYTES.get(device_type, OVERHEAD_BYTES["cpu"]))
+    return MemoryEstimate(
+        weights, adapter, activations, transient, OVERHEAD_BYTES.get(device_type, OVERHEAD_BYTES["cpu"])
+    )

@@ -84,7 +84,9 @@ def resolve(cfg: ModelConfig) -> ResolvedModel:
             raise ConfigError(f"model {name!r}: folder has no config.json; give a Hugging Face model folder")
         return ResolvedModel(name, str(path), "local")
     if name.startswith((".", "/", "~")):
-        raise ConfigError(f"model {name!r}: no such folder; give an existing model folder or a preset ({', '.join(PRESETS)})")
+        raise ConfigError(
+            f"model {name!r}: no such folder; give an existing model folder or a preset ({', '.join(PRESETS)})"
+        )
     return ResolvedModel(name, name, "hub")
 
 
@@ -109,7 +111,9 @@ def load_config(cfg: ModelConfig) -> Any:
     except (OSError, ValueError) as exc:
         if resolved.kind == "hub":
             raise ConfigError(_offline_hint(cfg.name)) from exc
-        raise ConfigError(f"model {cfg.name!r}: cannot read its config ({exc.__class__.__name__}: {exc})") from exc
+        raise ConfigError(
+            f"model {cfg.name!r}: cannot read its config ({exc.__class__.__name__}: {exc})"
+        ) from exc
 
 
 def _gguf_config(resolved: ResolvedModel) -> Any:
@@ -127,17 +131,36 @@ def _tiny_config(name: str) -> Any:
     vocab = 260  # 256 byte tokens + 4 specials
     if name == "tiny-bert":
         return BertConfig(
-            vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-            max_position_embeddings=512, pad_token_id=256,
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=512,
+            pad_token_id=256,
         )
     if name == "tiny-llama":
         return LlamaConfig(
-            vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=128, max_position_embeddings=512, pad_token_id=256, bos_token_id=258,
-            eos_token_id=259, tie_word_embeddings=False,
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=512,
+            pad_token_id=256,
+            bos_token_id=258,
+            eos_token_id=259,
+            tie_word_embeddings=False,
         )
     return GPT2Config(
-        vocab_size=vocab, n_embd=64, n_layer=2, n_head=2, n_positions=512, pad_token_id=256, bos_token_id=258,
+        vocab_size=vocab,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        n_positions=512,
+        pad_token_id=256,
+        bos_token_id=258,
         eos_token_id=259,
     )
 
@@ -158,7 +181,11 @@ def byte_tokenizer(with_cls: bool) -> Any:
     if with_cls:
         tok.post_processor = processors.TemplateProcessing(single="<cls> $A", special_tokens=[("<cls>", 257)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", cls_token="<cls>", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        cls_token="<cls>",
+        bos_token="<s>",
+        eos_token="</s>",
         model_max_length=512,
     )
 
@@ -171,7 +198,9 @@ def _convert_gguf(resolved: ResolvedModel, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForCausalLM.from_pretrained(resolved.source, gguf_file=resolved.gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.source, gguf_file=resolved.gguf_file, dtype=torch.float32
+    )
     # The weights are already dequantized to float32: save them as a plain model.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -233,7 +262,9 @@ def load_model(cfg: ModelConfig, task: str, tokenizer: Any, seed: int = 0) -> nn
         except (OSError, ValueError) as exc:
             if resolved.kind == "hub":
                 raise ConfigError(_offline_hint(cfg.name)) from exc
-            raise ConfigError(f"model {cfg.name!r}: cannot load it for {task} ({exc.__class__.__name__}: {exc})") from exc
+            raise ConfigError(
+                f"model {cfg.name!r}: cannot load it for {task} ({exc.__class__.__name__}: {exc})"
+            ) from exc
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -244,7 +275,9 @@ def num_layers_of(config: Any) -> int:
         value = getattr(config, attr, None)
         if isinstance(value, int) and value > 0:
             return value
-    raise ConfigError(f"model type {getattr(config, 'model_type', '?')!r}: no layer count in its config; supported: {SUPPORTED}")
+    raise ConfigError(
+        f"model type {getattr(config, 'model_type', '?')!r}: no layer count in its config; supported: {SUPPORTED}"
+    )
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -81,17 +81,32 @@ def convert_linear(module: nn.Module, bits: int, qcfg: QuantizationConfig, devic
 
     if bits == 8:
         new = bnb.nn.Linear8bitLt(
-            src.in_features, src.out_features, bias=has_bias, has_fp16_weights=False, threshold=0.0, device="meta"
+            src.in_features,
+            src.out_features,
+            bias=has_bias,
+            has_fp16_weights=False,
+            threshold=0.0,
+            device="meta",
         )
-        new.weight = bnb.nn.Int8Params(weight.float().contiguous(), requires_grad=False, has_fp16_weights=False)
+        new.weight = bnb.nn.Int8Params(
+            weight.float().contiguous(), requires_grad=False, has_fp16_weights=False
+        )
     else:
         new = bnb.nn.Linear4bit(
-            src.in_features, src.out_features, bias=has_bias, compute_dtype=torch.float32,
-            compress_statistics=qcfg.double_quant, quant_type=qcfg.quant_type, device="meta",
+            src.in_features,
+            src.out_features,
+            bias=has_bias,
+            compute_dtype=torch.float32,
+            compress_statistics=qcfg.double_quant,
+            quant_type=qcfg.quant_type,
+            device="meta",
         )
         new.weight = bnb.nn.Params4bit(
-            weight.float().contiguous(), requires_grad=False, compress_statistics=qcfg.double_quant,
-            quant_type=qcfg.quant_type, blocksize=BLOCKSIZE_4BIT,
+            weight.float().contiguous(),
+            requires_grad=False,
+            compress_statistics=qcfg.double_quant,
+            quant_type=qcfg.quant_type,
+            blocksize=BLOCKSIZE_4BIT,
         )
         # On AVX512-BF16 CPUs an eval-mode Linear4bit repacks its weight one way; keep the portable layout.
         new.support_avx512bf16_for_cpu = False
@@ -141,8 +156,14 @@ def layer_bytes(module: nn.Module) -> tuple[int, int]:
     return _nbytes(weight) + bias, _nbytes(weight)
 
 
-def formula_bytes(bits: int, out_features: int, in_features: int, bias: bool = False, double_quant: bool = True,
-                  half_bytes: int = 2) -> tuple[int, int]:
+def formula_bytes(
+    bits: int,
+    out_features: int,
+    in_features: int,
+    bias: bool = False,
+    double_quant: bool = True,
+    half_bytes: int = 2,
+) -> tuple[int, int]:
     """The analytic (all bytes, scaling bytes) of a layer; must equal `layer_bytes` of the converted layer."""
     n = out_features * in_features
     bias_bytes = 4 * out_features if bias else 0
@@ -212,7 +233,12 @@ def _is_bnb(module: nn.Module) -> bool:
 
 def other_bytes(model: nn.Module, blocks: nn.ModuleList) -> int:
     """Bytes of parameters and buffers outside the blocks' linear layers, each tensor counted once."""
-    inside = {id(p) for m in blocks.modules() if is_linear_like(m) or _is_bnb(m) for p in m.parameters(recurse=False)}
+    inside = {
+        id(p)
+        for m in blocks.modules()
+        if is_linear_like(m) or _is_bnb(m)
+        for p in m.parameters(recurse=False)
+    }
     seen: set[int] = set()
     total = 0
     for t in list(model.parameters()) + list(model.buffers()):
@@ -229,8 +255,9 @@ def mark_quantized(model: nn.Module, bits_per_layer: list[int]) -> None:
     model.is_loaded_in_8bit = 8 in bits_per_layer
 
 
-def quantize_model(model: nn.Module, blocks: nn.ModuleList, qcfg: QuantizationConfig,
-                   device: torch.device) -> QuantReport:
+def quantize_model(
+    model: nn.Module, blocks: nn.ModuleList, qcfg: QuantizationConfig, device: torch.device
+) -> QuantReport:
     """Quantize the blocks per the config, move the rest of the model to `device`, and account the bytes."""
     bits = qcfg.bits_per_layer(len(blocks))
     reports = quantize_blocks(blocks, bits, qcfg, device)

@@ -34,12 +34,15 @@ def trial_config(config: dict[str, Any]) -> TrialConfig:
     return config_from_params(config)
 
 
-def write_trial_file(trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult,
-                     started: float) -> None:
+def write_trial_file(
+    trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult, started: float
+) -> None:
     from search.common import atomic_write_json
 
-    atomic_write_json(Path(trial_dir) / RESULT_FILE, {"trial_id": trial_id, "started": started,
-                                                      "config": cfg.to_dict(), "result": result.to_dict()})
+    atomic_write_json(
+        Path(trial_dir) / RESULT_FILE,
+        {"trial_id": trial_id, "started": started, "config": cfg.to_dict(), "result": result.to_dict()},
+    )
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -62,23 +65,37 @@ def train_trial(config: dict[str, Any]) -> None:
     threads = config.get("threads")
     fraction = config.get("memory_fraction")
     if threads or fraction:
-        cfg = cfg.with_overrides({k: v for k, v in
-                                  (("training.threads", threads), ("training.memory_fraction", fraction)) if v})
+        cfg = cfg.with_overrides(
+            {k: v for k, v in (("training.threads", threads), ("training.memory_fraction", fraction)) if v}
+        )
     budget = config.get("memory_budget_mb")
     if budget is not None:
         predicted = config.get("predicted_peak_mb") or predicted_peak_mb(cfg)
         if predicted > budget:
-            result = TrialResult(status=TrialStatus.INFEASIBLE, task=cfg.task.name, model=cfg.model.name,
-                                 config_id=cfg.config_id, predicted_peak_mb=round(predicted, 1),
-                                 error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
-                                 metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity")
+            result = TrialResult(
+                status=TrialStatus.INFEASIBLE,
+                task=cfg.task.name,
+                model=cfg.model.name,
+                config_id=cfg.config_id,
+                predicted_peak_mb=round(predicted, 1),
+                error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
+                metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
+            )
             write_trial_file(trial_dir, trial_id, cfg, result, started)
-            tune.report(flatten(trial_id, cfg, result))  # never trains; the searcher tells Optuna "infeasible"
+            tune.report(
+                flatten(trial_id, cfg, result)
+            )  # never trains; the searcher tells Optuna "infeasible"
             return
 
     def progress(info: dict[str, Any]) -> None:
-        row = {"trial_id": trial_id, "config_id": cfg.config_id or "", "task": cfg.task.name,
-               "status": "running", "steps": info["step"], "train_loss": info["train_loss"]}
+        row = {
+            "trial_id": trial_id,
+            "config_id": cfg.config_id or "",
+            "task": cfg.task.name,
+            "status": "running",
+            "steps": info["step"],
+            "train_loss": info["train_loss"],
+        }
         for key in ("accuracy", "perplexity"):
             if key in info:
                 row[key] = info[key]
@@ -125,4 +142,3 @@ def read_trial_file(trial_dir: str | Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-

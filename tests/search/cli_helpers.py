@@ -7,8 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-TINY = ["--set", "training.eval_examples=16", "--set", "training.eval_tokens=256", "--set", "training.seq_len=32",
-        "--set", "training.batch_size=4", "--set", "training.log_every=1"]
+TINY = [
+    "--set",
+    "training.eval_examples=16",
+    "--set",
+    "training.eval_tokens=256",
+    "--set",
+    "training.seq_len=32",
+    "--set",
+    "training.batch_size=4",
+    "--set",
+    "training.log_every=1",
+]
 
 
 def env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
@@ -20,7 +30,15 @@ def env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
     return e
 
 
-def rankbits(args: list[str], data_dir: Path | None = None, timeout: int = 600, cwd: Path | None = None,
-             **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env(data_dir, **extra), cwd=cwd, stdin=subprocess.DEVNULL)
+def rankbits(
+    args: list[str], data_dir: Path | None = None, timeout: int = 600, cwd: Path | None = None, **extra: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(data_dir, **extra),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )

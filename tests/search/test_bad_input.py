@@ -6,22 +6,32 @@ from cli_helpers import rankbits
 pytestmark = pytest.mark.slow
 
 CASES = [
-    (["run", "--config", "B-FP9", "--model", "tiny-bert"], "unknown config id 'B-FP9'; choose one of B-FP, B-Q4"),
+    (
+        ["run", "--config", "B-FP9", "--model", "tiny-bert"],
+        "unknown config id 'B-FP9'; choose one of B-FP, B-Q4",
+    ),
     (["grid", "--configs", "B-FP,nope", "--model-sst2", "tiny-bert"], "unknown config id 'nope'"),
     (["run", "--task", "mnli", "--model", "tiny-bert"], "unknown task 'mnli'; choose one of sst2, wikitext2"),
     (["grid", "--tasks", "sst2,qqp"], "unknown task 'qqp'"),
     (["pareto", "--model", "tiny-bert", "--objectives", "accuracy:max,speed:min"], "speed"),
     (["pareto", "--model", "tiny-bert", "--objectives", "accuracy:up"], "up"),
     (["run", "--model", "tiny-bert", "--set", "quantization.default_bits=3"], "bit width 3 is not supported"),
-    (["run", "--model", "tiny-bert", "--set", "quantization.layer_bits=9:8"],
-     "names layer 9 but the model has 2 layers"),
+    (
+        ["run", "--model", "tiny-bert", "--set", "quantization.layer_bits=9:8"],
+        "names layer 9 but the model has 2 layers",
+    ),
     (["run", "--model", "tiny-bert", "--set", "adapter.r=0"], "rank 0 must be > 0"),
-    (["run", "--model", "tiny-bert", "--set", "adapter.method=adalora", "--set", "adapter.target_r=16"],
-     "target_r: 16 is above init_r 12"),
+    (
+        ["run", "--model", "tiny-bert", "--set", "adapter.method=adalora", "--set", "adapter.target_r=16"],
+        "target_r: 16 is above init_r 12",
+    ),
     (["run", "--model", "tiny-bert", "--set", "training.warp=1"], "training has no setting 'warp'"),
     (["run", "--model", "tiny-bert", "--set", "training.batch_size=many"], "wrong type, expected an integer"),
     (["run", "--model", "nobody/missing-model"], "cannot be found offline: download it into a folder"),
-    (["pareto", "--model", "tiny-bert", "--memory-budget-mb", "1"], "below the smallest feasible configuration"),
+    (
+        ["pareto", "--model", "tiny-bert", "--memory-budget-mb", "1"],
+        "below the smallest feasible configuration",
+    ),
     (["pareto", "--model", "tiny-bert", "--storage", "notaurl"], "--storage 'notaurl': not a database URL"),
     (["pareto", "--model", "tiny-bert", "--storage", "nosuchdb://x/y"], "cannot open it"),
 ]
@@ -48,7 +58,25 @@ def test_results_folder_with_another_experiment_is_refused(tiny_data, tmp_path):
     root = tmp_path / "results" / "exp"
     root.mkdir(parents=True)
     (root / "experiment.json").write_text('{"kind": "pareto", "task": "sst2"}')
-    proc = rankbits(["grid", "--configs", "B-FP", "--tasks", "sst2", "--model-sst2", "tiny-bert", "--name", "exp",
-                     "--results-dir", str(tmp_path / "results"), "--data-dir", str(tiny_data)], cwd=tmp_path)
+    proc = rankbits(
+        [
+            "grid",
+            "--configs",
+            "B-FP",
+            "--tasks",
+            "sst2",
+            "--model-sst2",
+            "tiny-bert",
+            "--name",
+            "exp",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--data-dir",
+            str(tiny_data),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "already holds a different experiment" in proc.stderr
-    assert "--overwrite" in proc.stderr and (root / "experiment.json").read_text().startswith('{"kind": "pareto"')
+    assert "--overwrite" in proc.stderr and (root / "experiment.json").read_text().startswith(
+        '{"kind": "pareto"'
+    )

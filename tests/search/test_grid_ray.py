@@ -23,17 +23,35 @@ def summary(root: Path) -> list[dict]:
 
 
 def test_full_grid_of_12_trials_fills_every_column(tiny_data, tmp_path):
-    proc = rankbits(["grid", "--results-dir", str(tmp_path), "--name", "g12", *TINY_GRID], data_dir=tiny_data,
-                    timeout=900)
+    proc = rankbits(
+        ["grid", "--results-dir", str(tmp_path), "--name", "g12", *TINY_GRID], data_dir=tiny_data, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     root = tmp_path / "g12"
     rows = summary(root)
     assert len(rows) == 12
     assert {(r["config_id"], r["task"]) for r in rows} == {
-        (c, t) for c in ("B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2", "Joint-3") for t in ("sst2", "wikitext2")}
-    required = ["config_id", "task", "model", "seed", "method", "quantization", "lora_strategy", "status",
-                "trainable_params", "trainable_pct", "peak_memory_mb", "weight_memory_mb", "predicted_peak_mb",
-                "train_time_s", "tokens_per_s"]
+        (c, t)
+        for c in ("B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2", "Joint-3")
+        for t in ("sst2", "wikitext2")
+    }
+    required = [
+        "config_id",
+        "task",
+        "model",
+        "seed",
+        "method",
+        "quantization",
+        "lora_strategy",
+        "status",
+        "trainable_params",
+        "trainable_pct",
+        "peak_memory_mb",
+        "weight_memory_mb",
+        "predicted_peak_mb",
+        "train_time_s",
+        "tokens_per_s",
+    ]
     for r in rows:
         assert r["status"] == "completed", r
         assert all(r[c] != "" for c in required), r
@@ -42,8 +60,10 @@ def test_full_grid_of_12_trials_fills_every_column(tiny_data, tmp_path):
     assert len(everything) == 12 and all(e["result"]["bits_per_layer"] for e in everything)
     trial_dirs = [p for p in (root / "tune").iterdir() if p.is_dir()]
     assert len(trial_dirs) == 12
-    assert all((p / "adapter" / "adapter_config.json").exists() and (p / "trial_result.json").exists()
-               for p in trial_dirs)
+    assert all(
+        (p / "adapter" / "adapter_config.json").exists() and (p / "trial_result.json").exists()
+        for p in trial_dirs
+    )
     assert "config" in proc.stdout and "B-Ada" in proc.stdout  # the table is printed
 
     from ray.tune import ExperimentAnalysis
@@ -56,11 +76,29 @@ def test_failing_trial_is_recorded_and_the_grid_goes_on(tiny_data, tmp_path):
     from transformers import LlamaConfig
 
     broken = tmp_path / "broken-model"
-    LlamaConfig(vocab_size=260, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=64).save_pretrained(broken)  # a config but no weights
-    proc = rankbits(["grid", "--results-dir", str(tmp_path), "--name", "gfail", "--configs", "B-FP,B-Q4",
-                     "--model-sst2", "tiny-bert", "--model-wikitext2", str(broken), "--max-steps", "3", *TINY],
-                    data_dir=tiny_data, timeout=600)
+    LlamaConfig(
+        vocab_size=260, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    ).save_pretrained(broken)  # a config but no weights
+    proc = rankbits(
+        [
+            "grid",
+            "--results-dir",
+            str(tmp_path),
+            "--name",
+            "gfail",
+            "--configs",
+            "B-FP,B-Q4",
+            "--model-sst2",
+            "tiny-bert",
+            "--model-wikitext2",
+            str(broken),
+            "--max-steps",
+            "3",
+            *TINY,
+        ],
+        data_dir=tiny_data,
+        timeout=600,
+    )
     rows = summary(tmp_path / "gfail")
     assert len(rows) == 4, proc.stdout[-3000:]
     by_task = {(r["config_id"], r["task"]): r for r in rows}
@@ -71,11 +109,30 @@ def test_failing_trial_is_recorded_and_the_grid_goes_on(tiny_data, tmp_path):
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_data, tmp_path):
-    args = [sys.executable, "-m", "search.cli", "grid", "--results-dir", str(tmp_path), "--name", "gkill",
-            "--configs", "B-FP,B-Q4,Joint-1", "--tasks", "sst2", "--seeds", "0,1", "--model-sst2", "tiny-bert",
-            "--max-steps", "20", *TINY]
-    driver = subprocess.Popen(args, env=env(tiny_data), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "grid",
+        "--results-dir",
+        str(tmp_path),
+        "--name",
+        "gkill",
+        "--configs",
+        "B-FP,B-Q4,Joint-1",
+        "--tasks",
+        "sst2",
+        "--seeds",
+        "0,1",
+        "--model-sst2",
+        "tiny-bert",
+        "--max-steps",
+        "20",
+        *TINY,
+    ]
+    driver = subprocess.Popen(
+        args, env=env(tiny_data), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     root = tmp_path / "gkill"
     deadline = time.time() + 400
     while time.time() < deadline:
@@ -111,14 +168,46 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_data, tmp_
 def test_grid_runs_on_an_existing_ray_cluster(tiny_data, tmp_path):
     ray_bin = Path(sys.executable).with_name("ray")
     port, host = "6391", "127.0.0.2"  # loopback; Ray rewrites a literal 127.0.0.1 to the machine's address
-    start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", f"--node-ip-address={host}",
-                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                           capture_output=True, text=True, env=env(tiny_data), timeout=180)
+    start = subprocess.run(
+        [
+            str(ray_bin),
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--node-ip-address={host}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env(tiny_data),
+        timeout=180,
+    )
     assert start.returncode == 0, start.stderr[-2000:]
     try:
-        proc = rankbits(["grid", "--results-dir", str(tmp_path), "--name", "gcluster", "--configs", "B-Q4",
-                         "--tasks", "sst2", "--model-sst2", "tiny-bert", "--max-steps", "3",
-                         "--ray-address", f"{host}:{port}", *TINY], data_dir=tiny_data, timeout=600)
+        proc = rankbits(
+            [
+                "grid",
+                "--results-dir",
+                str(tmp_path),
+                "--name",
+                "gcluster",
+                "--configs",
+                "B-Q4",
+                "--tasks",
+                "sst2",
+                "--model-sst2",
+                "tiny-bert",
+                "--max-steps",
+                "3",
+                "--ray-address",
+                f"{host}:{port}",
+                *TINY,
+            ],
+            data_dir=tiny_data,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = summary(tmp_path / "gcluster")
         assert len(rows) == 1 and rows[0]["status"] == "completed"

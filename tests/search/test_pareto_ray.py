@@ -9,7 +9,18 @@ from cli_helpers import TINY, rankbits
 
 pytestmark = pytest.mark.slow
 
-SEARCH = ["pareto", "--task", "sst2", "--model", "tiny-bert", "--max-steps", "3", "--sampler", "random", *TINY]
+SEARCH = [
+    "pareto",
+    "--task",
+    "sst2",
+    "--model",
+    "tiny-bert",
+    "--max-steps",
+    "3",
+    "--sampler",
+    "random",
+    *TINY,
+]
 
 
 def rows(root):
@@ -22,22 +33,34 @@ def study(root, name):
 
 
 def test_search_completes_and_resumes_into_the_same_study(tiny_data, tmp_path):
-    proc = rankbits([*SEARCH, "--trials", "6", "--results-dir", str(tmp_path), "--name", "s6", "--enqueue-grid"],
-                    data_dir=tiny_data, timeout=900)
+    proc = rankbits(
+        [*SEARCH, "--trials", "6", "--results-dir", str(tmp_path), "--name", "s6", "--enqueue-grid"],
+        data_dir=tiny_data,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     root = tmp_path / "s6"
     first = study(root, "s6")
     assert len(first.trials) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in first.trials)
     table = rows(root)
-    assert len(table) == 6 and [r["config_id"] for r in table] == ["B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2",
-                                                                    "Joint-3"]
+    assert len(table) == 6 and [r["config_id"] for r in table] == [
+        "B-FP",
+        "B-Q4",
+        "B-Ada",
+        "Joint-1",
+        "Joint-2",
+        "Joint-3",
+    ]
     assert (root / "pareto.csv").exists() and "Pareto set" in proc.stdout
     for r in table:
         assert r["predicted_peak_mb"] != "" and r["peak_memory_mb"] != ""
 
-    more = rankbits([*SEARCH, "--trials", "8", "--results-dir", str(tmp_path), "--name", "s6", "--enqueue-grid"],
-                    data_dir=tiny_data, timeout=900)
+    more = rankbits(
+        [*SEARCH, "--trials", "8", "--results-dir", str(tmp_path), "--name", "s6", "--enqueue-grid"],
+        data_dir=tiny_data,
+        timeout=900,
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     assert len(study(root, "s6").trials) == 8  # the same study grew; nothing counted twice
     table = rows(root)
@@ -48,8 +71,12 @@ def grid_predictions(seq_len=32, batch=4):
     from spaces.grid import GRID_IDS, grid_config
     from trainables.memory import arch_for, estimate
 
-    cfgs = {c: grid_config(c, "sst2", "tiny-bert", 2).with_overrides(
-        [f"training.seq_len={seq_len}", f"training.batch_size={batch}"]) for c in GRID_IDS}
+    cfgs = {
+        c: grid_config(c, "sst2", "tiny-bert", 2).with_overrides(
+            [f"training.seq_len={seq_len}", f"training.batch_size={batch}"]
+        )
+        for c in GRID_IDS
+    }
     arch = arch_for(cfgs["B-FP"])
     return {c: estimate(arch, cfg, "cpu").total_mb for c, cfg in cfgs.items()}
 
@@ -58,8 +85,22 @@ def test_budget_keeps_over_budget_proposals_from_training(tiny_data, tmp_path):
     preds = grid_predictions()
     budget = (min(preds.values()) + max(preds.values())) / 2  # the 16-bit grid configs are over it
     assert min(preds.values()) < budget < max(preds.values())
-    proc = rankbits([*SEARCH, "--trials", "6", "--results-dir", str(tmp_path), "--name", "budget",
-                     "--enqueue-grid", "--memory-budget-mb", f"{budget:.4f}"], data_dir=tiny_data, timeout=900)
+    proc = rankbits(
+        [
+            *SEARCH,
+            "--trials",
+            "6",
+            "--results-dir",
+            str(tmp_path),
+            "--name",
+            "budget",
+            "--enqueue-grid",
+            "--memory-budget-mb",
+            f"{budget:.4f}",
+        ],
+        data_dir=tiny_data,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     root = tmp_path / "budget"
     table = rows(root)
@@ -75,13 +116,35 @@ def test_budget_keeps_over_budget_proposals_from_training(tiny_data, tmp_path):
     s = study(root, "budget")
     marked = [t for t in s.trials if t.user_attrs.get("status") == "infeasible"]
     assert len(marked) == len(infeasible)
-    assert all(t.user_attrs["constraint"][0] > 0 and t.state == optuna.trial.TrialState.COMPLETE for t in marked)
+    assert all(
+        t.user_attrs["constraint"][0] > 0 and t.state == optuna.trial.TrialState.COMPLETE for t in marked
+    )
 
 
 def test_asha_stops_weak_trials_and_keeps_them_off_the_front(tiny_data, tmp_path):
-    proc = rankbits(["pareto", "--task", "sst2", "--model", "tiny-bert", "--max-steps", "8", "--sampler", "random",
-                     "--trials", "6", "--asha", "--results-dir", str(tmp_path), "--name", "asha", *TINY],
-                    data_dir=tiny_data, timeout=900)
+    proc = rankbits(
+        [
+            "pareto",
+            "--task",
+            "sst2",
+            "--model",
+            "tiny-bert",
+            "--max-steps",
+            "8",
+            "--sampler",
+            "random",
+            "--trials",
+            "6",
+            "--asha",
+            "--results-dir",
+            str(tmp_path),
+            "--name",
+            "asha",
+            *TINY,
+        ],
+        data_dir=tiny_data,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     root = tmp_path / "asha"
     table = rows(root)

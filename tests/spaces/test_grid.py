@@ -16,7 +16,14 @@ def test_the_six_configs_match_the_research_plan():
     assert c["Joint-1"].quantization.bits_per_layer(6) == [4] * 6
     assert c["Joint-2"].quantization.bits_per_layer(6) == [8, 4, 4, 4, 4, 8]
     assert c["Joint-3"].quantization.bits_per_layer(6) == [8, 4, 4, 4, 4, 8]
-    assert c["Joint-3"].adapter.method == "lora" and c["Joint-3"].adapter.ranks_per_layer(6) == [4, 4, 8, 8, 12, 12]
+    assert c["Joint-3"].adapter.method == "lora" and c["Joint-3"].adapter.ranks_per_layer(6) == [
+        4,
+        4,
+        8,
+        8,
+        12,
+        12,
+    ]
 
 
 def test_critical_layers_and_manual_ranks_scale_with_depth():

@@ -7,8 +7,9 @@ from trainables.errors import ConfigError
 
 
 def test_defaults_round_trip_through_json():
-    cfg = TrialConfig.from_dict({"quantization": {"default_bits": 4, "layer_bits": {0: 8, 5: 8}},
-                                 "adapter": {"layer_ranks": {1: 4}}})
+    cfg = TrialConfig.from_dict(
+        {"quantization": {"default_bits": 4, "layer_bits": {0: 8, 5: 8}}, "adapter": {"layer_ranks": {1: 4}}}
+    )
     again = TrialConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))  # int keys become strings in JSON
     assert again == cfg
     assert again.quantization.layer_bits == {0: 8, 5: 8}
@@ -29,14 +30,17 @@ def test_layer_map_naming_missing_layer_says_how_many_layers():
     assert QuantizationConfig(default_bits=4, layer_bits={0: 8}).bits_per_layer(3) == [8, 4, 4]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"r": 0}, "rank 0 must be > 0"),
-    ({"r": -2}, "must be > 0"),
-    ({"method": "adalora", "init_r": 4, "target_r": 8}, "target_r: 8 is above init_r 4"),
-    ({"method": "dora"}, "unknown method 'dora'"),
-    ({"dropout": 1.5}, "dropout"),
-    ({"layer_ranks": {0: -1}}, "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"r": 0}, "rank 0 must be > 0"),
+        ({"r": -2}, "must be > 0"),
+        ({"method": "adalora", "init_r": 4, "target_r": 8}, "target_r: 8 is above init_r 4"),
+        ({"method": "dora"}, "unknown method 'dora'"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"layer_ranks": {0: -1}}, "must be >= 0"),
+    ],
+)
 def test_adapter_validation(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         AdapterConfig(**kwargs)
@@ -50,8 +54,15 @@ def test_adalora_schedule_defaults_and_bounds():
 
 
 def test_overrides_parse_types_and_reject_bad_keys():
-    cfg = TrialConfig().with_overrides(["training.lr=1e-4", "r=4", "adapter.target_modules=query,value",
-                                        "quantization.layer_bits=0:8,5:8", "training.epochs=none"])
+    cfg = TrialConfig().with_overrides(
+        [
+            "training.lr=1e-4",
+            "r=4",
+            "adapter.target_modules=query,value",
+            "quantization.layer_bits=0:8,5:8",
+            "training.epochs=none",
+        ]
+    )
     assert cfg.training.lr == 1e-4 and cfg.adapter.r == 4
     assert cfg.adapter.target_modules == ["query", "value"]
     assert cfg.quantization.layer_bits == {0: 8, 5: 8}

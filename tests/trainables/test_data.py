@@ -28,8 +28,17 @@ def test_wikitext_without_train_split_trains_on_valid_and_says_so(tiny_data):
 def test_blocks_and_batches(tiny_data):
     tok = models.load_tokenizer(ModelConfig(name="tiny-llama"))
     raw = data.load_raw(TaskConfig(name="wikitext2", data_dir=str(tiny_data)))
-    td = data.prepare(raw, TaskConfig(name="wikitext2"), tok, seq_len=32, batch_size=4, seed=0,
-                      examples_needed=None, eval_examples=None, eval_tokens=256)
+    td = data.prepare(
+        raw,
+        TaskConfig(name="wikitext2"),
+        tok,
+        seq_len=32,
+        batch_size=4,
+        seed=0,
+        examples_needed=None,
+        eval_examples=None,
+        eval_tokens=256,
+    )
     assert all(len(b) == 32 for b in td.train.ids) and len(td.eval_ids) == 8
     batch = next(td.train.iterate())
     assert batch["input_ids"].shape == (4, 32) and (batch["labels"] == batch["input_ids"]).all()

@@ -9,30 +9,56 @@ from trainables.result import TrialStatus
 
 
 def tiny_cfg(data_dir, model="tiny-bert", task="sst2", **sections):
-    base = {"task": {"name": task, "data_dir": str(data_dir)}, "model": {"name": model},
-            "training": {"max_steps": 12, "batch_size": 8, "seq_len": 48, "lr": 3e-3, "log_every": 2,
-                         "eval_tokens": 512}}
+    base = {
+        "task": {"name": task, "data_dir": str(data_dir)},
+        "model": {"name": model},
+        "training": {
+            "max_steps": 12,
+            "batch_size": 8,
+            "seq_len": 48,
+            "lr": 3e-3,
+            "log_every": 2,
+            "eval_tokens": 512,
+        },
+    }
     for key, value in sections.items():
         base.setdefault(key, {}).update(value)
     return TrialConfig.from_dict(base)
 
 
-@pytest.mark.parametrize("bits", [{"default_bits": 32}, {"default_bits": 4}, {"default_bits": 4, "layer_bits": {1: 8}},
-                                  {"default_bits": 16}])
+@pytest.mark.parametrize(
+    "bits",
+    [
+        {"default_bits": 32},
+        {"default_bits": 4},
+        {"default_bits": 4, "layer_bits": {1: 8}},
+        {"default_bits": 16},
+    ],
+)
 def test_tiny_model_loss_falls(tiny_data, bits):
-    cfg = tiny_cfg(tiny_data, model="tiny-llama", task="wikitext2", quantization=bits,
-                   training={"max_steps": 20, "lr": 1e-2})
+    cfg = tiny_cfg(
+        tiny_data,
+        model="tiny-llama",
+        task="wikitext2",
+        quantization=bits,
+        training={"max_steps": 20, "lr": 1e-2},
+    )
     result = loop.fit(cfg)
     assert result.status is TrialStatus.COMPLETED, result.error
     losses = [loss for _, loss in result.loss_curve]
     assert losses[-1] < losses[0] - 0.5
     assert math.isfinite(result.perplexity) and result.perplexity < 260
-    assert result.bits_per_layer == [bits.get("layer_bits", {}).get(i, bits["default_bits"]) for i in range(2)]
+    assert result.bits_per_layer == [
+        bits.get("layer_bits", {}).get(i, bits["default_bits"]) for i in range(2)
+    ]
 
 
 def test_result_holds_every_metric(tiny_data, tmp_path):
-    cfg = tiny_cfg(tiny_data, quantization={"default_bits": 4, "layer_bits": {0: 8}},
-                   adapter={"layer_ranks": {0: 4, 1: 12}})
+    cfg = tiny_cfg(
+        tiny_data,
+        quantization={"default_bits": 4, "layer_bits": {0: 8}},
+        adapter={"layer_ranks": {0: 4, 1: 12}},
+    )
     result = loop.fit(cfg, adapter_dir=tmp_path / "adapter")
     assert result.status is TrialStatus.COMPLETED, result.error
     assert 0 <= result.accuracy <= 1 and result.eval_loss > 0
@@ -57,8 +83,11 @@ def test_rank_pattern_lands_on_the_right_modules(tiny_data):
 
 
 def test_adalora_ends_with_fewer_active_ranks(tiny_data):
-    cfg = tiny_cfg(tiny_data, adapter={"method": "adalora", "init_r": 8, "target_r": 2, "tinit": 2, "tfinal": 4,
-                                       "deltaT": 1}, training={"max_steps": 16, "lr": 1e-2})
+    cfg = tiny_cfg(
+        tiny_data,
+        adapter={"method": "adalora", "init_r": 8, "target_r": 2, "tinit": 2, "tfinal": 4, "deltaT": 1},
+        training={"max_steps": 16, "lr": 1e-2},
+    )
     result = loop.fit(cfg)
     assert result.status is TrialStatus.COMPLETED, result.error
     assert result.initial_total_rank == 12 * 8
@@ -82,8 +111,9 @@ def test_non_finite_loss_stops_the_trial_at_once(tiny_data, monkeypatch):
 
 
 def test_same_config_and_seed_give_identical_metrics(tiny_data):
-    cfg = tiny_cfg(tiny_data, quantization={"default_bits": 4}, adapter={"method": "adalora", "init_r": 4,
-                                                                         "target_r": 2})
+    cfg = tiny_cfg(
+        tiny_data, quantization={"default_bits": 4}, adapter={"method": "adalora", "init_r": 4, "target_r": 2}
+    )
     a, b = loop.fit(cfg), loop.fit(cfg)
     assert a.accuracy == b.accuracy and a.eval_loss == b.eval_loss and a.loss_curve == b.loss_curve
     c = loop.fit(cfg.with_overrides(["training.seed=1"]))
@@ -91,8 +121,13 @@ def test_same_config_and_seed_give_identical_metrics(tiny_data):
 
 
 def test_gpt2_style_model_quantizes_and_trains(tiny_data):
-    cfg = tiny_cfg(tiny_data, model="tiny-gpt2", task="wikitext2", quantization={"default_bits": 4},
-                   training={"max_steps": 16, "lr": 1e-2})
+    cfg = tiny_cfg(
+        tiny_data,
+        model="tiny-gpt2",
+        task="wikitext2",
+        quantization={"default_bits": 4},
+        training={"max_steps": 16, "lr": 1e-2},
+    )
     result = loop.fit(cfg)
     assert result.status is TrialStatus.COMPLETED, result.error
     assert result.loss_curve[-1][1] < result.loss_curve[0][1]

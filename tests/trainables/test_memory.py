@@ -35,7 +35,9 @@ def test_mps_meter_samples_current_allocated_when_no_peak_api(monkeypatch):
 def test_mps_meter_uses_accelerator_peak_counters_when_present(monkeypatch):
     state = {"peak": 0}
     monkeypatch.setattr(torch.mps, "current_allocated_memory", lambda: 10)
-    monkeypatch.setattr(memory, "_mps_peak_api", lambda: (lambda: state["peak"], lambda: state.update(peak=10)))
+    monkeypatch.setattr(
+        memory, "_mps_peak_api", lambda: (lambda: state["peak"], lambda: state.update(peak=10))
+    )
     meter = PeakMeter(torch.device("mps"))
     assert meter.method == "mps-max-allocated"
     meter.set_baseline()

@@ -7,8 +7,14 @@ from trainables.config import ModelConfig
 from trainables.errors import ConfigError
 
 
-@pytest.mark.parametrize("name,prefix,n", [("tiny-bert", "bert.encoder.layer", 2), ("tiny-llama", "model.layers", 2),
-                                           ("tiny-gpt2", "transformer.h", 2)])
+@pytest.mark.parametrize(
+    "name,prefix,n",
+    [
+        ("tiny-bert", "bert.encoder.layer", 2),
+        ("tiny-llama", "model.layers", 2),
+        ("tiny-gpt2", "transformer.h", 2),
+    ],
+)
 def test_blocks_are_found_generically(name, prefix, n):
     mc = ModelConfig(name=name)
     model = models.load_model(mc, "wikitext2" if name != "tiny-bert" else "sst2", models.load_tokenizer(mc))

@@ -13,7 +13,7 @@ from typing import Any
 HERE = Path(__file__).parent
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str) -> Any:
     """An `evaluate` metric from this folder: `accuracy` or `perplexity`."""
     import evaluate

@@ -5,7 +5,9 @@ from spaces.grid import GRID_IDS, grid_config
 from spaces.pareto import build_config, grid_points, place_high, spread_ranks, suggest_params
 from trainables.config import TrialConfig
 
-BASE = TrialConfig.from_dict({"task": {"name": "sst2"}, "model": {"name": "minilm-l6"}, "training": {"lr": 1e-3}})
+BASE = TrialConfig.from_dict(
+    {"task": {"name": "sst2"}, "model": {"name": "minilm-l6"}, "training": {"lr": 1e-3}}
+)
 
 
 def fixed_trial(params):
@@ -14,16 +16,39 @@ def fixed_trial(params):
     return study.ask()
 
 
-@pytest.mark.parametrize("params", [
-    {"method": "lora", "low_bits": 4, "n_high": 2, "high_bits": 16, "placement": "top", "rank_spread": "falling",
-     "rank_budget": 6},
-    {"method": "lora", "low_bits": 8, "n_high": 3, "placement": "middle", "rank_spread": "per_layer",
-     **{f"rank_{i}": i + 1 for i in range(6)}},
-    {"method": "lora", "low_bits": 16, "rank_spread": "uniform", "rank_budget": 4},
-    {"method": "adalora", "low_bits": 4, "n_high": 0, "init_r": 16, "target_ratio": 0.25},
-    {"method": "adalora", "low_bits": 4, "n_high": 1, "high_bits": 8, "placement": "bottom", "init_r": 4,
-     "target_ratio": 0.75},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {
+            "method": "lora",
+            "low_bits": 4,
+            "n_high": 2,
+            "high_bits": 16,
+            "placement": "top",
+            "rank_spread": "falling",
+            "rank_budget": 6,
+        },
+        {
+            "method": "lora",
+            "low_bits": 8,
+            "n_high": 3,
+            "placement": "middle",
+            "rank_spread": "per_layer",
+            **{f"rank_{i}": i + 1 for i in range(6)},
+        },
+        {"method": "lora", "low_bits": 16, "rank_spread": "uniform", "rank_budget": 4},
+        {"method": "adalora", "low_bits": 4, "n_high": 0, "init_r": 16, "target_ratio": 0.25},
+        {
+            "method": "adalora",
+            "low_bits": 4,
+            "n_high": 1,
+            "high_bits": 8,
+            "placement": "bottom",
+            "init_r": 4,
+            "target_ratio": 0.75,
+        },
+    ],
+)
 def test_every_branch_gives_a_valid_trial_config(params):
     trial = fixed_trial(params)
     sampled = suggest_params(trial, 6)
@@ -40,7 +65,9 @@ def test_every_branch_gives_a_valid_trial_config(params):
 
 
 def test_random_samples_are_always_valid():
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3)
+    )
     for _ in range(60):
         trial = study.ask()
         cfg = build_config(suggest_params(trial, 6), BASE, 6)

