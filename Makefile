@@ -42,8 +42,8 @@ typecheck:
 
 # A small grid on the offline presets: minutes on a laptop CPU.
 test-run: install
-	$(BIN)/rankbits grid --seeds 0 --max-steps 30 --set training.eval_examples=200 --set training.eval_tokens=4096 \
-		--name test-run --overwrite
+	$(BIN)/rankbits grid --seeds 0 --max-steps 10 --set training.seq_len=128 --set training.eval_examples=200 \
+		--set training.eval_tokens=4096 --name test-run --overwrite
 
 # The full research grid (six configs x two tasks) with the offline presets.
 grid: install

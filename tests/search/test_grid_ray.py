@@ -71,6 +71,15 @@ def test_full_grid_of_12_trials_fills_every_column(tiny_data, tmp_path):
     analysis = ExperimentAnalysis(str(root / "tune"))
     assert len(analysis.trials) == 12
 
+    from analysis import load_results
+
+    frame = load_results(root)  # analysis reads a real grid folder
+    assert len(frame) == 12 and set(frame["status"]) == {"completed"}
+    report = rankbits(["analyze", str(root), "--out", str(tmp_path / "report")], timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (tmp_path / "report" / "report.md").stat().st_size > 0
+    assert (tmp_path / "report" / "pareto.csv").exists()
+
 
 def test_failing_trial_is_recorded_and_the_grid_goes_on(tiny_data, tmp_path):
     from transformers import LlamaConfig
@@ -213,3 +222,46 @@ def test_grid_runs_on_an_existing_ray_cluster(tiny_data, tmp_path):
         assert len(rows) == 1 and rows[0]["status"] == "completed"
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_ctrl_c_then_resume_keeps_every_finished_trial_once(tiny_data, tmp_path):
+    args = [sys.executable, "-m", "search.cli", "grid", "--results-dir", str(tmp_path), "--name", "gint",
+            "--configs", "B-FP,B-Q4", "--tasks", "sst2", "--seeds", "0,1", "--model-sst2", "tiny-bert",
+            "--max-steps", "20", *TINY]
+    driver = subprocess.Popen(args, env=env(tiny_data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = tmp_path / "gint"
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((root / "experiment_summary.csv").exists() and summary(root)):
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    try:
+        driver.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        pytest.fail("the grid did not stop on Ctrl-C")
+    finished = {r["trial_id"]: r["accuracy"] for r in summary(root) if r["status"] == "completed"}
+    assert finished
+    proc = rankbits(args[3:] + ["--resume"], data_dir=tiny_data, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = summary(root)
+    assert len(after) == 4 and all(r["status"] == "completed" for r in after)
+    assert len({(r["config_id"], r["seed"]) for r in after}) == 4
+    for trial_id, accuracy in finished.items():
+        assert [r["accuracy"] for r in after if r["trial_id"] == trial_id] == [accuracy]
+
+
+def test_tokens_from_dotenv_never_reach_logs_or_results(tiny_data, tmp_path):
+    secret = "wandb-secret-token-0123456789abcdef"
+    hf_secret = "hf_secretTOKEN9876543210"
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"WANDB_API_KEY={secret}\nHF_TOKEN={hf_secret}\n")
+    proc = rankbits(["grid", "--results-dir", str(tmp_path / "results"), "--name", "gsecret", "--configs", "B-Q4",
+                     "--tasks", "sst2", "--model-sst2", "tiny-bert", "--max-steps", "3", *TINY],
+                    data_dir=tiny_data, timeout=600, cwd=tmp_path, RANKBITS_ENV_FILE=str(dotenv))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert secret not in proc.stdout + proc.stderr and hf_secret not in proc.stdout + proc.stderr
+    files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert secret.encode() not in data and hf_secret.encode() not in data, path
