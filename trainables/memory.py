@@ -207,7 +207,7 @@ def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
         if id(t) in inside or id(t) in seen:
             continue
         seen.add(id(t))
-        other += t.numel() * 4
+        other += t.numel() * t.element_size()  # meta tensors keep their dtype (int64 buffers: 8 bytes)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or config.dim
     inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1

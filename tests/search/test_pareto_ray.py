@@ -56,7 +56,14 @@ def test_search_completes_and_resumes_into_the_same_study(tiny_data, tmp_path):
     from analysis import load_results
 
     frame = load_results(root)  # analysis reads a real search folder
-    assert len(frame) == 6 and set(frame["config_id"]) == {"B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2", "Joint-3"}
+    assert len(frame) == 6 and set(frame["config_id"]) == {
+        "B-FP",
+        "B-Q4",
+        "B-Ada",
+        "Joint-1",
+        "Joint-2",
+        "Joint-3",
+    }
     for r in table:
         assert r["predicted_peak_mb"] != "" and r["peak_memory_mb"] != ""
 
