@@ -29,7 +29,7 @@ def test_minilm_reaches_075_on_sst2_dev_within_a_few_hundred_steps(shared_data, 
 def test_memory_model_predicts_the_six_configs_within_25_percent(shared_data, minilm):
     report = []
     for config_id in GRID_IDS:
-        cfg = grid_config(config_id, "sst2", minilm, 6, data_dir=str(shared_data), max_steps=40)
+        cfg = grid_config(config_id, "sst2", minilm, 6, data_dir=str(shared_data), max_steps=60)
         cfg = cfg.with_overrides(["training.eval_examples=32"])
         result = loop.fit(cfg)
         assert result.status is TrialStatus.COMPLETED, result.error
