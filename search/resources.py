@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 MEMORY_RESOURCE = "device_memory_mb"
 HEADROOM = 1.25
+REQUEST_STEP_MB = 256
 MIN_CPUS_PER_TRIAL = 1
 
 
@@ -67,7 +68,8 @@ class TrialResources:
 def plan_trial(device: DeviceInfo, predicted_peak_mb: float, concurrency: int) -> TrialResources:
     """Resources of one trial given how many trials may run side by side (CPU split evenly between them)."""
     cpus = max(MIN_CPUS_PER_TRIAL, device.cpus // max(1, concurrency))
-    want = min(device.memory_mb, math.ceil(predicted_peak_mb * HEADROOM))
+    # Requests are rounded up to 256 MB steps: trials with equal requests can reuse one Ray worker (no re-imports).
+    want = min(device.memory_mb, math.ceil(predicted_peak_mb * HEADROOM / REQUEST_STEP_MB) * REQUEST_STEP_MB)
     fraction = None
     if device.kind == "mps":
         import torch

@@ -1,0 +1,34 @@
+import torch
+
+from search.resources import DeviceInfo, detect_device, max_concurrency, plan_trial
+
+
+def test_cpu_cores_are_split_between_concurrent_trials():
+    cpu = DeviceInfo("cpu", memory_mb=16000, cpus=8)
+    assert max_concurrency(cpu, [1000] * 10) == 4  # at most one trial per two cores
+    assert plan_trial(cpu, 1000, 4).threads == 2
+    assert plan_trial(cpu, 1000, 1).threads == 8
+
+
+def test_trials_run_together_only_when_their_predictions_fit():
+    mps = DeviceInfo("mps", memory_mb=10000, cpus=10)
+    assert max_concurrency(mps, [3000, 3000, 3000, 3000]) == 2  # 3 x 3000 x 1.25 > 10000
+    assert max_concurrency(mps, [20000]) == 1  # a trial over budget still runs, alone
+    assert max_concurrency(mps, [100] * 20, requested=3) == 3
+
+
+def test_requests_are_rounded_so_similar_trials_share_workers_and_capped_at_the_budget():
+    cpu = DeviceInfo("cpu", memory_mb=4000, cpus=2)
+    assert plan_trial(cpu, 1050, 1).memory_mb == plan_trial(cpu, 1062, 1).memory_mb == 1536
+    assert plan_trial(cpu, 9000, 1).memory_mb == 4000
+
+
+def test_mps_trials_get_a_memory_fraction_of_the_recommended_working_set(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 12 * 1024 * 2**20)
+    device = detect_device()
+    assert device.kind == "mps" and device.memory_mb == 12 * 1024
+    res = plan_trial(device, 3000, 2)
+    assert res.memory_fraction == round(res.memory_mb / (12 * 1024), 4)
+    assert res.ray_request(True) == {"cpu": res.cpus, "device_memory_mb": res.memory_mb}
+    assert detect_device(device_memory_gb=8).memory_mb == 8192
