@@ -102,7 +102,7 @@ def handle(args: argparse.Namespace) -> int:
     from search import results_io
     from search.resources import detect_device, max_concurrency
     from search.searcher import RankbitsOptunaSearch, make_sampler, make_space, make_storage
-    from search.tuner import init_ray, make_callbacks, quiet, trial_dirname
+    from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, trial_dirname
     from spaces.pareto import grid_points
     from trainables.checks import preflight
     from trainables.memory import arch_for
@@ -153,14 +153,7 @@ def handle(args: argparse.Namespace) -> int:
     latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
     if resuming and latest and tune.Tuner.can_restore(str(latest[-1])):
         print(f"rankbits: continuing {latest[-1]}", flush=True)
-        restored = tune.Tuner.restore(
-            str(latest[-1]),
-            tune.with_resources(_trainable(), _resources),
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-        )
-        restored.fit()
+        restore(latest[-1]).fit()
     done = len(results_io.collect(root))
     remaining = args.trials - done
     print(
@@ -213,7 +206,7 @@ def handle(args: argparse.Namespace) -> int:
             trial_dirname_creator=trial_dirname,
             reuse_actors=True,
         )
-        tuner = build_or_restore_at(target, tune_config, make_callbacks(root, None, remaining))
+        tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
         tuner.fit()
     return finish(root, objectives)
 
@@ -222,33 +215,6 @@ def _study_exists(storage: Any, name: str) -> bool:
     import optuna
 
     return any(s.study_name == name for s in optuna.get_all_study_summaries(storage))
-
-
-def _trainable() -> Any:
-    from trainables.trainable import train_trial
-
-    return train_trial
-
-
-def _resources(config: dict[Any, Any]) -> Any:
-    from search.tuner import cell_resources
-
-    return cell_resources(config)
-
-
-def build_or_restore_at(path: Path, tune_config: Any, callbacks: list[Any]) -> Any:
-    from ray import tune
-
-    run_config = tune.RunConfig(
-        name=path.name,
-        storage_path=str(path.parent.resolve()),
-        callbacks=callbacks,
-        verbose=0,
-        failure_config=tune.FailureConfig(max_failures=0),
-    )
-    return tune.Tuner(
-        tune.with_resources(_trainable(), _resources), tune_config=tune_config, run_config=run_config
-    )
 
 
 def finish(root: Path, objectives: dict[str, str]) -> int:

@@ -194,28 +194,50 @@ def wandb_callback(group: str) -> Any:
     )
 
 
+def trial_trainable() -> Any:
+    """The one trainable, with its per-trial resources read from each trial's config."""
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
+    return tune.with_resources(train_trial, cell_resources)
+
+
+def restore(path: Path) -> Any:
+    """The Tuner of an interrupted experiment: unfinished trials run again, finished and errored ones are kept."""
+    from ray import tune
+
+    return tune.Tuner.restore(
+        str(path), trial_trainable(), resume_unfinished=True, resume_errored=False, restart_errored=False
+    )
+
+
+def new_tuner(path: Path, param_space: dict[str, Any] | None, tune_config: Any, callbacks: list[Any]) -> Any:
+    """A Tuner writing its experiment into `path` (a folder of the results root)."""
+    from ray import tune
+
+    run_config = tune.RunConfig(
+        name=path.name,
+        storage_path=str(path.parent.resolve()),
+        callbacks=callbacks,
+        verbose=0,
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
+    return tune.Tuner(
+        trial_trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config
+    )
+
+
 def build_or_restore(
     root: Path, param_space: dict[str, Any] | None, tune_config: Any, callbacks: list[Any], resume: bool
 ) -> Any:
     """A Tuner writing into root/tune, or the restored one when that experiment exists."""
     from ray import tune
 
-    from trainables.trainable import train_trial
-
-    trainable = tune.with_resources(train_trial, cell_resources)
     path = tune_dir(root)
     if resume and path.exists() and tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(
-            str(path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
-        )
+        return restore(path)
     if path.exists():  # started but never saved its state: keep the trials it finished, start the rest afresh
         aside = path.with_name(f"tune.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
-    run_config = tune.RunConfig(
-        name=path.name,
-        storage_path=str(root.resolve()),
-        callbacks=callbacks,
-        verbose=0,
-        failure_config=tune.FailureConfig(max_failures=0),
-    )
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return new_tuner(path, param_space, tune_config, callbacks)
