@@ -11,12 +11,16 @@ from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 
 
+def predict_all(cells: list[TrialConfig], device_kind: str) -> list[float]:
+    from search.grid_cmd import predicted_mb
+
+    return [predicted_mb(c, device_kind) for c in cells]
+
+
 def resource_cells(
     cells: list[TrialConfig], device: Any, use_memory: bool, requested_concurrency: int | None
 ) -> tuple[list[dict[str, Any]], int]:
-    from search.grid_cmd import predicted_mb
-
-    peaks = [predicted_mb(c, device.kind) for c in cells]
+    peaks = predict_all(cells, device.kind)
     smallest = min(peaks)
     if smallest > device.memory_mb:
         raise ConfigError(
@@ -45,7 +49,7 @@ def launch(
     from ray import tune
 
     from search.grid_cmd import root_of
-    from search.tuner import build_or_restore, init_ray, make_callbacks, quiet
+    from search.tuner import build_or_restore, init_ray, make_callbacks, quiet, reuse_workers
 
     quiet()
     if args.max_concurrent is not None and args.max_concurrent <= 0:
@@ -54,12 +58,13 @@ def launch(
         raise ConfigError(f"--device-memory-gb {args.device_memory_gb}: must be > 0")
     root = root_of(args)
     device = detect_device(args.device_memory_gb)
+    # The predicted peaks (model classes imported, meta models built) are computed while Ray starts.
+    use_memory = init_ray(device, args.ray_address, meanwhile=lambda: predict_all(cells, device.kind))
     resource_cells(cells, device, True, args.max_concurrent)  # budget check before touching the folder
     resuming = results_io.prepare_folder(root, spec, args.resume, args.overwrite)
     root.mkdir(parents=True, exist_ok=True)
     if not resuming:
         results_io.write_spec(root, spec)
-    use_memory = init_ray(device, args.ray_address)
     restorable = (
         resuming
         and results_io.tune_dir(root).exists()
@@ -84,7 +89,7 @@ def launch(
             num_samples=1,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=_dirname,
-            reuse_actors=True,
+            reuse_actors=reuse_workers(device),
         )
         tuner = build_or_restore(
             root,

@@ -102,7 +102,7 @@ def handle(args: argparse.Namespace) -> int:
     from search import results_io
     from search.resources import detect_device, max_concurrency
     from search.searcher import RankbitsOptunaSearch, make_sampler, make_space, make_storage
-    from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, trial_dirname
+    from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, reuse_workers, trial_dirname
     from spaces.pareto import grid_points
     from trainables.checks import preflight
     from trainables.memory import arch_for
@@ -204,7 +204,7 @@ def handle(args: argparse.Namespace) -> int:
             scheduler=scheduler,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=True,
+            reuse_actors=reuse_workers(device),
         )
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
         tuner.fit()

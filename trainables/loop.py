@@ -21,7 +21,7 @@ import torch
 from trainables import adapters, data, metrics, models
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError, TrialFailed
-from trainables.memory import MB, PeakMeter, arch_from_model, estimate
+from trainables.memory import MB, PeakMeter, arch_from_model, estimate, release_device_memory
 from trainables.quantize import quantize_model
 from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
@@ -338,6 +338,9 @@ def fit(
         if os.environ.get("RANKBITS_DEBUG"):
             traceback.print_exc()
         return result
+    finally:
+        prepared = None  # the model, optimizer and batches go before the next trial in this process
+        release_device_memory()
 
 
 def _reason(exc: BaseException) -> str:
