@@ -14,6 +14,11 @@ For every grid config (each fit() in a fresh Python process, so one trial's peak
 
     python benchmarks/memory_exactness.py --quick   # B-FP, B-Q4, Joint-2 on minilm-l6, 10 steps, 1 thread
     python benchmarks/memory_exactness.py           # all six on minilm-l6 (300 steps) and smollm2-135m (30 steps)
+    python benchmarks/memory_exactness.py --from-results results/ref-sst2 results/ref-wt2
+
+`--from-results` takes the measured side from finished `rankbits grid` folders (each trial ran in a fresh Ray worker
+on CPU, `search.tuner.reuse_workers`) instead of running the fits again: the reference grid already trains every
+config on both models, and the formulas are computed here from each trial's stored config.
 
 The quick form uses one torch thread (a shared 2-core machine; see throughput.py); the full form torch's default.
 The CPU memory model was fitted to 300-step runs (the process RSS high-water mark, which grows while glibc keeps
@@ -49,6 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", default=None, help="comma list of grid ids (default: per form)")
     p.add_argument("--runs", default=None, help="comma list of model:task:steps (default: per form)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: quick 1, full torch's)")
+    p.add_argument(
+        "--from-results",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="measured side from these `rankbits grid` folders instead of new fits",
+    )
     p.add_argument("--config-id", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     form = QUICK if args.quick else FULL
@@ -90,6 +103,26 @@ def measure(config_id: str, run: tuple[str, str, int], threads: int | None, tmp:
     result, done = benchlib.run_worker(Path(__file__), worker_args, out, timeout=900 + 20 * steps)
     print(f"  {model} {config_id:<8} {result['status']:<9} {done.wall_s:6.1f} s", flush=True)
     return result
+
+
+def from_results(args: argparse.Namespace) -> list[tuple[Any, dict[str, Any]]]:
+    """(config, result) of every completed grid trial of `args.configs` in the given folders; `args.runs` is
+    rewritten to what those trials ran (model, task, steps) for the header."""
+    from search.results_io import collect
+    from trainables.config import TrialConfig
+
+    wanted = args.configs.split(",")
+    found = []
+    for root in args.from_results:
+        if not (root / "tune").is_dir():
+            raise SystemExit(f"--from-results {str(root)!r}: not a `rankbits grid` results folder (no tune/)")
+        for entry in collect(root):
+            cfg = TrialConfig.from_dict(entry["config"])
+            if entry["result"]["status"] == "completed" and cfg.config_id in wanted:
+                found.append((cfg, entry["result"]))
+    found.sort(key=lambda pair: (pair[0].model.name != "minilm-l6", wanted.index(pair[0].config_id or "")))
+    args.runs = sorted({(c.model.name, c.task.name, c.training.max_steps) for c, _ in found})
+    return found
 
 
 # --- analytic: the formulas ---------------------------------------------------------------------------------
@@ -147,9 +180,8 @@ def measured_bpw(result: dict[str, Any], n_weights: list[int], bits: int) -> flo
     return sum(bpw * n for bpw, n in pairs) / sum(n for _, n in pairs) if pairs else None
 
 
-def row(config_id: str, run: tuple[str, str, int], threads: int | None, result: dict[str, Any]) -> Row:
-    model, task, steps = run
-    cfg = trial_config(config_id, model, task, steps, threads)
+def row(cfg: Any, result: dict[str, Any]) -> Row:
+    model, config_id, steps = cfg.model.name, cfg.config_id, cfg.training.max_steps
     f = analytic(cfg, result.get("device") or "cpu")
     computed = result["weight_memory_mb"]
     exact = sum(int(a == b) for a, b in zip(result["layer_weight_bytes"], f["block_bytes"]))
@@ -200,8 +232,14 @@ def build_report(args: argparse.Namespace, rows: list[Row]) -> Report:
     blocks = sum(int(r["blocks_exact"].split("/")[1]) for r in rows)
     header = [
         f"memory_exactness ({'quick' if args.quick else 'full'}): computed bytes and measured peaks vs the formulas",
-        f"  {args.configs} on {', '.join(f'{m} {t} ({s} steps)' for m, t, s in args.runs)}; eval 32 sentences / "
-        f"2048 tokens; torch threads: {args.threads or 'torch default'}; each trial in a fresh process",
+        f"  {args.configs} on {', '.join(f'{m} {t} ({s} steps)' for m, t, s in args.runs)}; "
+        + (
+            f"measured side: the trials of {', '.join(str(d) for d in args.from_results)} (grid settings, each "
+            "trial in a fresh Ray worker)"
+            if args.from_results
+            else f"eval 32 sentences / 2048 tokens; torch threads: {args.threads or 'torch default'}; each trial "
+            "in a fresh process"
+        ),
         f"  NF4 + double quant limit {NF4_DQ_LIMIT:.4f} bits/weight; weights_fit_MB is rounded to 0.001 MB (1 KB)",
         f"  machine: {benchlib.machine()}; peaks measured by {rows[0]['measure']}, above the trial's start",
     ]
@@ -233,7 +271,13 @@ def build_report(args: argparse.Namespace, rows: list[Row]) -> Report:
             "blocks_exact": [exact, blocks],
             "max_weight_diff_kb": worst_kb,
         },
-        settings={"configs": args.configs, "runs": args.runs, "threads": args.threads, "eval": EVAL},
+        settings={
+            "configs": args.configs,
+            "runs": args.runs,
+            "threads": args.threads,
+            "eval": EVAL,
+            "from_results": [str(d) for d in args.from_results or []],
+        },
         column_digits={
             "weights_fit_MB": 3,
             "weights_formula_MB": 3,
@@ -257,13 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_out is not None:
         worker(args)
         return 0
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        for run in args.runs:
-            for config_id in args.configs.split(","):
-                rows.append(
-                    row(config_id, run, args.threads, measure(config_id, run, args.threads, Path(tmp)))
-                )
+    if args.from_results:
+        rows = [row(cfg, result) for cfg, result in from_results(args)]
+    else:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+            for run in args.runs:
+                for config_id in args.configs.split(","):
+                    cfg = trial_config(config_id, *run, args.threads)
+                    rows.append(row(cfg, measure(config_id, run, args.threads, Path(tmp))))
+    if not rows:
+        raise SystemExit(f"memory_exactness: no trials of {args.configs} found")
     benchlib.finish(build_report(args, rows), args.out)
     return 0
 

@@ -8,7 +8,7 @@ trials of all runs together, passed explicitly to `hypervolume_history`; each ru
 after N trials (`hypervolume_at_budget`), and methods by the mean and standard deviation over seeds.
 
     python benchmarks/search_quality.py --quick   # tiny-bert, 4 steps, 4 trials, seed 0, tpe + random + 4 grid configs
-    python benchmarks/search_quality.py           # minilm-l6, 30 steps, 12 trials, seeds 0-2, tpe/nsga2/gp/random + grid
+    python benchmarks/search_quality.py           # minilm-l6, 30 steps, 10 trials, seeds 0-2, tpe/nsga2/gp/random + grid
 
 The quick form is a plumbing check: a 2-layer random model trained 4 steps predicts one class (accuracy is the
 same for every trial), so its hypervolumes rank memory alone, and at 4 trials TPE is still in its random start-up
@@ -42,11 +42,11 @@ QUICK = {
 FULL = {
     "model": "minilm-l6",
     "steps": 30,
-    "trials": 12,
+    "trials": 10,
     "seeds": "0,1,2",
     "samplers": "tpe,nsga2,gp,random",
     "grid": "B-FP,B-Q4,B-Ada,Joint-1,Joint-2,Joint-3",
-    "eval_examples": None,
+    "eval_examples": 400,
 }
 
 

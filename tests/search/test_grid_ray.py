@@ -80,6 +80,21 @@ def test_full_grid_of_12_trials_fills_every_column(tiny_data, tmp_path):
     assert (tmp_path / "report" / "report.md").stat().st_size > 0
     assert (tmp_path / "report" / "pareto.csv").exists()
 
+    # the memory benchmark takes its measured side from a grid folder: every trial against the formulas
+    out = tmp_path / "memory.json"
+    bench = subprocess.run(
+        [sys.executable, "benchmarks/memory_exactness.py", "--from-results", str(root), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(tiny_data),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert bench.returncode == 0, bench.stderr[-2000:] + bench.stdout[-2000:]
+    table = json.loads(out.read_text())
+    assert len(table["rows"]) == 12
+    assert table["ratio"]["blocks_exact"] == [24, 24]  # 12 trials x 2 blocks, byte for byte
+
 
 def test_failing_trial_is_recorded_and_the_grid_goes_on(tiny_data, tmp_path):
     from transformers import LlamaConfig
