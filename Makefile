@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 DATA ?= ../shared/data
 export RANKBITS_DATA_DIR ?= $(abspath $(DATA))
 
-.PHONY: install models test test-fast lint format typecheck test-run grid pareto analyze clean
+.PHONY: install models test test-fast lint format typecheck test-run grid reference pareto analyze clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,12 @@ test-run: install
 # The full research grid (six configs x two tasks) with the offline presets.
 grid: install
 	$(BIN)/rankbits grid --name grid
+
+# The README's reference results: the six configs on SST-2 (grid budget) and WikiText-2 (24 steps), then the report.
+reference: install
+	$(BIN)/rankbits grid --tasks sst2 --name ref-sst2 --max-concurrent 1
+	$(BIN)/rankbits grid --tasks wikitext2 --max-steps 24 --name ref-wt2 --max-concurrent 1
+	$(BIN)/rankbits analyze results/ref-sst2 results/ref-wt2 --out results/reference
 
 pareto: install
 	$(BIN)/rankbits pareto --task sst2 --model minilm-l6 --trials 24 --name pareto-sst2
