@@ -148,7 +148,8 @@ def handle(args: argparse.Namespace) -> int:
         results_io.write_spec(root, spec)
     storage = make_storage(storage_url)
     init_ray(device, args.ray_address)
-    concurrency = max_concurrency(device, [smallest], args.max_concurrent)
+    # as many trials at once as copies of the smallest predicted trial fit (a search has args.trials of them)
+    concurrency = max_concurrency(device, [smallest] * max(1, args.trials), args.max_concurrent)
     metric, mode = list(objectives), list(objectives.values())
     latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
     if resuming and latest and tune.Tuner.can_restore(str(latest[-1])):
