@@ -18,7 +18,7 @@ Threads: the quick form uses one torch thread on both sides. On a 2-core machine
 two threads made every step 5-20x slower (8-bit layers most), which says nothing about either loop.
 
     python benchmarks/throughput.py --quick   # minilm-l6 SST-2, 15 steps, 1 repeat, 1 torch thread
-    python benchmarks/throughput.py           # minilm-l6, 40 steps; smollm2-135m WikiText-2, 4 steps; 2 repeats
+    python benchmarks/throughput.py           # minilm-l6, 40 steps; smollm2-135m WikiText-2, 3 steps; 2 repeats
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from benchlib import Report, Row
 NAME = "throughput"
 BASES = ("16-bit", "4-bit", "8-bit", "mixed 8/4")
 QUICK = {"runs": [("minilm-l6", "sst2", 15)], "repeats": 1, "threads": 1}
-FULL = {"runs": [("minilm-l6", "sst2", 40), ("smollm2-135m", "wikitext2", 4)], "repeats": 2, "threads": None}
+FULL = {"runs": [("minilm-l6", "sst2", 40), ("smollm2-135m", "wikitext2", 3)], "repeats": 2, "threads": None}
 WARMUP_STEPS = 2
 
 
