@@ -156,6 +156,7 @@ def analytic(cfg: Any, device_type: str) -> dict[str, Any]:
         "block_bytes": blocks,
         "n_weights": n_weights,
         "weights": estimate(arch, cfg, device_type).weights,
+        "predicted_mb": estimate(arch, cfg, device_type).total_mb,
         "wide_buffers": wide,
         "fp32": fp32,
         "bpw": {b: 8 * s / n for b, (s, n) in scaling.items()},
@@ -185,11 +186,8 @@ def row(cfg: Any, result: dict[str, Any]) -> Row:
     f = analytic(cfg, result.get("device") or "cpu")
     computed = result["weight_memory_mb"]
     exact = sum(int(a == b) for a, b in zip(result["layer_weight_bytes"], f["block_bytes"]))
-    peak, predicted, load = (
-        result["peak_memory_mb"],
-        result["predicted_peak_mb"],
-        result["peak_load_memory_mb"],
-    )
+    # the memory model as it is now (a trial read back with --from-results recorded the model of its own day)
+    peak, predicted, load = result["peak_memory_mb"], f["predicted_mb"], result["peak_load_memory_mb"]
     return {
         "model": model,
         "config": config_id,
