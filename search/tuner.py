@@ -93,8 +93,9 @@ def reuse_workers(device: DeviceInfo) -> bool:
     of torch, transformers, peft and bitsandbytes (1.5-4.5 s a trial). On CPU, no: the peak is the process's
     resident-set high-water mark, and a process that already ran a trial keeps glibc's raised mmap threshold and
     its heap layout, so the next trial measured 20-35% lower than the same trial in a fresh process (minilm-l6
-    SST-2, 300 steps: B-Q4 817 vs 1042 MB, B-Ada 825 vs 1271 MB). Every trial gets a fresh process there, which
-    costs ~6.6 s a trial on a 2-core CPU; RANKBITS_REUSE_WORKERS=1 (or 0) overrides the choice."""
+    SST-2, 300 steps: B-Q4 817 vs 1060 MB, B-Ada 825 vs 1275 MB, both with the oneDNN cache on). Every trial
+    gets a fresh process there, which costs ~6.6 s a trial on a 2-core CPU; RANKBITS_REUSE_WORKERS=1 (or 0)
+    overrides the choice."""
     forced = os.environ.get("RANKBITS_REUSE_WORKERS")
     if forced in ("0", "1"):
         return forced == "1"
