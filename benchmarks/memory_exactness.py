@@ -146,6 +146,7 @@ def analytic(cfg: Any, device_type: str) -> dict[str, Any]:
         acc[0] += sum(s for _, s in sizes)
         acc[1] += n_weights[-1]
     wide = wide_buffer_bytes(cfg)
+    predicted = estimate(arch, cfg, device_type)
     fp32 = (
         arch.other_bytes
         + wide
@@ -155,8 +156,8 @@ def analytic(cfg: Any, device_type: str) -> dict[str, Any]:
         "bits": bits,
         "block_bytes": blocks,
         "n_weights": n_weights,
-        "weights": estimate(arch, cfg, device_type).weights,
-        "predicted_mb": estimate(arch, cfg, device_type).total_mb,
+        "weights": predicted.weights,
+        "predicted_mb": predicted.total_mb,
         "wide_buffers": wide,
         "fp32": fp32,
         "bpw": {b: 8 * s / n for b, (s, n) in scaling.items()},
