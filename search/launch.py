@@ -36,6 +36,7 @@ def resource_cells(
                 "trial": cfg.to_dict(),
                 "threads": res.threads,
                 "memory_fraction": res.memory_fraction,
+                "forked": res.forked,
                 "predicted_peak_mb": round(peak, 1),
                 "resources": res.ray_request(use_memory),
             }

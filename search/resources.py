@@ -6,14 +6,19 @@
   concurrently only when their predicted peaks fit together. On MPS each trial is also capped with
   `torch.mps.set_per_process_memory_fraction`, so one that outgrows its share fails cleanly instead of swapping.
 - CPU only: the cores are split between concurrent trials (each trial's torch thread count = its CPU share), and
-  predicted peaks must fit in the available RAM the same way.
+  predicted peaks must fit in the available RAM the same way. On Linux each CPU trial runs in a fresh process forked
+  from a pre-imported template (`trainables.forked`): its peak is a fresh process's, its start a fraction of a
+  second; RANKBITS_TRIAL_PROCESS=inline runs it in the Ray worker's own process instead.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
+
+from trainables.errors import ConfigError
 
 MEMORY_RESOURCE = "device_memory_mb"
 HEADROOM = 1.25
@@ -57,6 +62,8 @@ class TrialResources:
     threads: int
     memory_fraction: float | None
     """MPS: share of the recommended working set this trial may allocate."""
+    forked: bool = False
+    """Train in a child forked from a pre-imported template process (`forked_trials`)."""
 
     def ray_request(self, use_memory_resource: bool) -> dict[str, float]:
         req: dict[str, float] = {"cpu": self.cpus}
@@ -76,7 +83,30 @@ def plan_trial(device: DeviceInfo, predicted_peak_mb: float, concurrency: int) -
 
         recommended = torch.mps.recommended_max_memory() / 2**20
         fraction = round(min(1.0, want / recommended), 4) if recommended else None
-    return TrialResources(cpus=cpus, memory_mb=float(want), threads=cpus, memory_fraction=fraction)
+    return TrialResources(
+        cpus=cpus, memory_mb=float(want), threads=cpus, memory_fraction=fraction, forked=forked_trials(device)
+    )
+
+
+def forked_trials(device: DeviceInfo) -> bool:
+    """Whether trials train in a child forked from a pre-imported template instead of the Ray worker's process.
+
+    On CPU, yes where fork is available (Linux): the peak is the process's resident-set high-water mark, which only a
+    fresh process measures the same way every time (see `trainables.forked`). MPS and CUDA peaks come from the
+    allocator's counters, and neither Metal nor CUDA survives a fork: in process. RANKBITS_TRIAL_PROCESS=fork or
+    =inline overrides the choice (fork where unavailable is an error)."""
+    from trainables.forked import available
+
+    forced = os.environ.get("RANKBITS_TRIAL_PROCESS")
+    if forced not in (None, "", "fork", "inline"):
+        raise ConfigError(f"RANKBITS_TRIAL_PROCESS={forced!r}: use fork or inline (or leave it unset)")
+    if forced == "fork" and not available():
+        raise ConfigError(
+            f"RANKBITS_TRIAL_PROCESS=fork: no forkserver on {sys.platform}; unset it or use inline"
+        )
+    if forced:
+        return forced == "fork"
+    return device.kind == "cpu" and available()
 
 
 def max_concurrency(device: DeviceInfo, predicted_peaks_mb: list[float], requested: int | None = None) -> int:

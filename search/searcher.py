@@ -86,6 +86,7 @@ def space(
         "predicted_peak_mb": round(predicted, 1),
         "threads": res.threads,
         "memory_fraction": res.memory_fraction,
+        "forked": res.forked,
         "resources": res.ray_request(True),
     }
 

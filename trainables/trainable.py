@@ -1,12 +1,14 @@
 """The Ray Tune function trainable: dict -> TrialConfig -> fit -> tune.report. The only module that imports Ray.
 
 Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "memory_fraction": float | None,
-"resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for searches. Search spaces put
+"forked": bool, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for searches. Search spaces put
 their sampled values under other keys and `spaces.pareto` builds the "trial" dict from them (see `trial_dict`).
 
 A trial whose predicted peak is over `memory_budget_mb` never trains: it is reported with status infeasible.
 Each trial writes `trial_result.json` (full config + TrialResult) into its Tune trial folder and the PEFT adapter
-into `adapter/` beside it. A trial that fails is reported with status failed and its reason, then raised so that
+into `adapter/` beside it. With "forked" (CPU trials on Linux) the training runs in a fresh child process
+forked from a pre-imported template (`trainables.forked`), so a reused Ray worker measures every trial's peak as a
+fresh process would. A trial that fails is reported with status failed and its reason, then raised so that
 Tune marks it errored (and Optuna records it as failed), while the rest of the grid or search goes on.
 """
 
@@ -48,8 +50,6 @@ def write_trial_file(
 def train_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable."""
     from ray import tune
-
-    from trainables.loop import fit
 
     started = time.time()
     ctx = tune.get_context()
@@ -101,7 +101,11 @@ def train_trial(config: dict[str, Any]) -> None:
                 row[key] = info[key]
         tune.report(row)
 
-    result = fit(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
+    if config.get("forked"):  # the worker itself never imports torch: the template process does
+        from trainables.forked import fit_forked as run
+    else:
+        from trainables.loop import fit as run
+    result = run(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
     write_trial_file(trial_dir, trial_id, cfg, result, started)
     tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
     if result.status is TrialStatus.FAILED:

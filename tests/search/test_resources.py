@@ -32,3 +32,26 @@ def test_mps_trials_get_a_memory_fraction_of_the_recommended_working_set(monkeyp
     assert res.memory_fraction == round(res.memory_mb / (12 * 1024), 4)
     assert res.ray_request(True) == {"cpu": res.cpus, "device_memory_mb": res.memory_mb}
     assert detect_device(device_memory_gb=8).memory_mb == 8192
+
+
+def test_cpu_trials_train_in_forked_children_accelerator_trials_in_process(monkeypatch):
+    monkeypatch.delenv("RANKBITS_TRIAL_PROCESS", raising=False)
+    assert plan_trial(DeviceInfo("cpu", 4000, 2), 1000, 1).forked is True  # Linux
+    assert plan_trial(DeviceInfo("cuda", 4000, 2), 1000, 1).forked is False
+    monkeypatch.setenv("RANKBITS_TRIAL_PROCESS", "inline")
+    assert plan_trial(DeviceInfo("cpu", 4000, 2), 1000, 1).forked is False
+
+
+def test_bad_trial_process_setting_names_the_value_and_the_choices(monkeypatch):
+    import pytest
+
+    from search.resources import forked_trials
+    from trainables.errors import ConfigError
+
+    monkeypatch.setenv("RANKBITS_TRIAL_PROCESS", "spawn")
+    with pytest.raises(ConfigError, match=r"RANKBITS_TRIAL_PROCESS='spawn': use fork or inline"):
+        forked_trials(DeviceInfo("cpu", 4000, 2))
+    monkeypatch.setenv("RANKBITS_TRIAL_PROCESS", "fork")
+    monkeypatch.setattr("trainables.forked.available", lambda: False)
+    with pytest.raises(ConfigError, match="no forkserver"):
+        forked_trials(DeviceInfo("cpu", 4000, 2))

@@ -1,0 +1,135 @@
+"""`fit()` in a fresh child process forked from a template that has imported the training stack but never trained.
+
+Why: on CPU the training peak is the process's resident-set high-water mark, and a process that already ran a trial
+keeps glibc's raised mmap threshold and its heap layout, so the same trial measured 20-35% lower in a reused process
+than in a fresh one. Starting a fresh Ray worker per trial fixes the measurement but pays the imports of torch,
+transformers, peft and bitsandbytes and an actor start every trial (~6.6 s on a 2-core CPU). Here the Ray worker is
+reused and each trial runs in a child of multiprocessing's forkserver, which imported `trainables.loop` once: the
+child has a fresh heap and a fresh high-water mark, and starts in a fraction of a second.
+
+The child sends its progress rows and finally its `TrialResult` through a pipe; the parent relays the progress to
+its own callback (`tune.report` in the trainable). A child that dies without a result (killed by the kernel's
+out-of-memory killer, a crash in native code) comes back as a failed result naming its exit signal or code. The
+child is killed when the parent stops listening (a scheduler stopping the trial, an interrupted run), and it dies
+with the forkserver, which ends when the process that started it ends.
+
+Linux only (fork after importing torch; macOS's Metal and CUDA do not survive a fork). CUDA and MPS trials measure
+their peaks with the allocator's counters and run in the worker's own process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainables.config import TrialConfig
+from trainables.result import TrialResult, TrialStatus
+
+PRELOAD = ["trainables.preload"]
+"""What the template process imports before it forks trials: torch, transformers, peft, bitsandbytes, datasets."""
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+_context: Any = None
+
+
+def available() -> bool:
+    """Whether trials can run in forked children here (Linux with the forkserver start method)."""
+    return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def forkserver() -> Any:
+    """The multiprocessing context whose server process imports `PRELOAD` once (started by the first trial)."""
+    global _context
+    if _context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _context = ctx
+    return _context
+
+
+def fit_forked(
+    cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str | Path | None = None
+) -> TrialResult:
+    """`trainables.loop.fit` in a child process forked from the template; same arguments, same result."""
+    ctx = forkserver()
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(
+        target=_child_main,
+        args=(cfg.to_dict(), str(adapter_dir) if adapter_dir is not None else None, os.getcwd(), send),
+        name=f"rankbits-trial-{cfg.config_id or 'trial'}",
+        daemon=True,
+    )
+    child.start()
+    send.close()  # the child holds the only writing end: end of file once it exits
+    result: TrialResult | None = None
+    try:
+        while True:
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                break
+            if kind == "progress" and progress is not None:
+                progress(payload)
+            elif kind == "result":
+                result = TrialResult.from_dict(payload)
+        child.join()
+    finally:
+        receive.close()
+        if child.is_alive():  # the caller stopped listening (stopped by a scheduler, interrupted)
+            child.kill()
+            child.join()
+    if result is None:
+        result = TrialResult(
+            status=TrialStatus.FAILED,
+            task=cfg.task.name,
+            model=cfg.model.name,
+            config_id=cfg.config_id,
+            metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
+            error=death_reason(child.exitcode),
+        )
+    return result
+
+
+def death_reason(exitcode: int | None) -> str:
+    """Why a trial process ended without a result, in one line."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (the kernel's out-of-memory killer sends it: lower the batch size or the budget)"
+        return f"trial process killed by {name}{hint if -exitcode == signal.SIGKILL else ''}"
+    return (
+        f"trial process exited with code {exitcode} without a result (RANKBITS_DEBUG=1 prints its traceback)"
+    )
+
+
+def _child_main(cfg_dict: dict[str, Any], adapter_dir: str | None, cwd: str, conn: Any) -> None:
+    _die_with_parent()
+    os.chdir(cwd)  # the template's working folder is the one of the trial that started it (Tune changes it)
+    from trainables.loop import fit
+
+    def relay(info: dict[str, Any]) -> None:
+        conn.send(("progress", info))
+
+    result = fit(TrialConfig.from_dict(cfg_dict), progress=relay, adapter_dir=adapter_dir)
+    conn.send(("result", result.to_dict()))
+    conn.close()
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent (the forkserver) ends, so no trial outlives its run."""
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent ended before the signal was armed
+        os._exit(1)
