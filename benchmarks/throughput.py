@@ -12,13 +12,15 @@ fit() side: `trainables.loop.prepare` + `trainables.loop.train` (fit()'s own loo
 sampling and logging); `tokens_per_s` from its TrialResult. Hand-written side: `AutoModelFor*.from_pretrained`,
 `quantize_model`, `peft.get_peft_model(LoraConfig(...))` and a bare loop. The two sides are interleaved (A B, then
 B A on the next repeat, so neither always runs on a warmer process) after one untimed warm-up run, and the median
-tokens/s of the repeats is reported.
+tokens/s of the repeats is reported (`fit/hand` is the ratio of the two medians). `paired` is the median over
+repeats of each back-to-back pair's ratio: a pair shares the machine's load of that moment, so drift between
+repeats (runs of one side spread by +-10% at 2 threads on 2 cores) cancels.
 
 Threads: the quick form uses one torch thread on both sides. On a 2-core machine that another process keeps busy,
 two threads made every step 5-20x slower (8-bit layers most), which says nothing about either loop.
 
     python benchmarks/throughput.py --quick   # minilm-l6 SST-2, 15 steps, 1 repeat, 1 torch thread
-    python benchmarks/throughput.py           # minilm-l6, 40 steps; smollm2-135m WikiText-2, 3 steps; 2 repeats
+    python benchmarks/throughput.py           # minilm-l6, 40 steps; smollm2-135m WikiText-2, 3 steps; 4 repeats
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from benchlib import Report, Row
 NAME = "throughput"
 BASES = ("16-bit", "4-bit", "8-bit", "mixed 8/4")
 QUICK = {"runs": [("minilm-l6", "sst2", 15)], "repeats": 1, "threads": 1}
-FULL = {"runs": [("minilm-l6", "sst2", 40), ("smollm2-135m", "wikitext2", 3)], "repeats": 2, "threads": None}
+FULL = {"runs": [("minilm-l6", "sst2", 40), ("smollm2-135m", "wikitext2", 3)], "repeats": 4, "threads": None}
 WARMUP_STEPS = 2
 
 
@@ -278,6 +280,9 @@ def row(model: str, task: str, steps: int, base: str, runs: dict[str, list[Run]]
         "fit_tok/s": fit_tps,
         "hand_tok/s": hand_tps,
         "fit/hand": benchlib.safe_ratio(fit_tps, hand_tps),
+        "paired": benchlib.median(
+            [benchlib.safe_ratio(f.tokens_per_s, h.tokens_per_s) for f, h in zip(runs["fit"], runs["hand"])]
+        ),
         "fit_runs": [round(r.tokens_per_s, 1) for r in runs["fit"]],
         "hand_runs": [round(r.tokens_per_s, 1) for r in runs["hand"]],
     }
@@ -305,10 +310,12 @@ def build_report(args: argparse.Namespace, rows: list[Row]) -> Report:
         "fit_tok/s",
         "hand_tok/s",
         "fit/hand",
+        "paired",
     ]
+    paired = [r["paired"] for r in rows]
     ratio_line = (
         f"ratio fit/hand-written tokens/s: {overall:.3f} (geometric mean over {len(rows)} rows; "
-        f"min {min(ratios):.3f}, max {max(ratios):.3f})"
+        f"min {min(ratios):.3f}, max {max(ratios):.3f}; paired: min {min(paired):.3f})"
     )
     return Report(
         name=NAME,
@@ -317,9 +324,14 @@ def build_report(args: argparse.Namespace, rows: list[Row]) -> Report:
         columns=columns,
         rows=rows,
         ratio_line=ratio_line,
-        ratio={"name": "fit/hand-written tokens/s", "value": overall, "per_row": ratios},
+        ratio={
+            "name": "fit/hand-written tokens/s",
+            "value": overall,
+            "per_row": ratios,
+            "paired_per_row": paired,
+        },
         settings={"runs": args.runs, "repeats": args.repeats, "bases": args.bases, "threads": threads},
-        column_digits={"fit_tok/s": 1, "hand_tok/s": 1, "fit/hand": 3},
+        column_digits={"fit_tok/s": 1, "hand_tok/s": 1, "fit/hand": 3, "paired": 3},
     )
 
 
