@@ -10,8 +10,9 @@ Both sides start a fresh Python process, so both pay interpreter start and impor
 Both sides run one trial at a time with the same torch thread count (the one the grid plans for a lone trial:
 every core). Per trial, "wall" is the time from the previous trial's end (for the first: from process launch) to
 this trial's end, so the walls plus the tail add up to the process's wall time; "setup" is the part of a trial
-outside fit()'s timed load / train / eval phases (tokenizer, data, writing the adapter, and in a fresh Ray worker
-the imports of torch, transformers, peft and bitsandbytes).
+outside fit()'s timed load / train / eval phases (tokenizer, data, writing the adapter; in the grid's first trial
+also the start of the template process that imports torch, transformers, peft and bitsandbytes, from which every
+CPU trial is forked: see `trainables/forked.py`).
 
     python benchmarks/harness_overhead.py --quick   # B-FP, B-Q4 on minilm-l6 SST-2, 10 steps
     python benchmarks/harness_overhead.py           # 16-bit, 4-bit, mixed: 200 steps (over a minute each here)

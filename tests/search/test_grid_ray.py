@@ -154,8 +154,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_data, tmp_
         "20",
         *TINY,
     ]
+    mark = f"gkill-{os.getpid()}-{time.time()}"  # every process of this test carries it in its environment
     driver = subprocess.Popen(
-        args, env=env(tiny_data), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        args,
+        env=env(tiny_data, RANKBITS_TEST_MARK=mark),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     root = tmp_path / "gkill"
     deadline = time.time() + 400
@@ -172,7 +177,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_data, tmp_
     before = {r["trial_id"]: r for r in summary(root)}
     finished_files = {p: p.stat().st_mtime for p in root.rglob("trial_result.json")}
     assert len(before) >= 2
-    proc = rankbits(args[3:] + ["--resume"], data_dir=tiny_data, timeout=600)
+    proc = rankbits(args[3:] + ["--resume"], data_dir=tiny_data, timeout=600, RANKBITS_TEST_MARK=mark)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = summary(root)
     assert len(after) == 4 and all(r["status"] == "completed" for r in after)
@@ -187,6 +192,25 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tiny_data, tmp_
         os.killpg(driver.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    # No trial process outlives its run: forked trial children die with their template, which ends with its worker.
+    deadline = time.time() + 60
+    while marked_processes(mark) and time.time() < deadline:
+        time.sleep(1)
+    assert not marked_processes(mark)
+
+
+def marked_processes(mark: str) -> list[str]:
+    """Command lines of the live processes whose environment holds RANKBITS_TEST_MARK=mark."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.environ().get("RANKBITS_TEST_MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(proc.info["cmdline"] or [])[:120])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def test_grid_runs_on_an_existing_ray_cluster(tiny_data, tmp_path):
