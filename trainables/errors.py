@@ -13,3 +13,7 @@ class ConfigError(ValueError):
 
 class TrialFailed(RuntimeError):
     """A trial stopped on purpose (non-finite loss, out of memory); the message is the reason."""
+
+
+class TrialStopped(Exception):
+    """The harness asked a running trial to stop (a scheduler such as ASHA ended it early): not a failure."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.config import TrialConfig
-from trainables.errors import TrialFailed
+from trainables.errors import TrialFailed, TrialStopped
 from trainables.records import flatten
 from trainables.result import TrialResult, TrialStatus
 
@@ -102,14 +102,35 @@ def train_trial(config: dict[str, Any]) -> None:
         tune.report(row)
 
     if config.get("forked"):  # the worker itself never imports torch: the template process does
-        from trainables.forked import fit_forked as run
+        from trainables.forked import fit_forked
+
+        try:
+            result = fit_forked(
+                cfg, progress=progress, adapter_dir=trial_dir / "adapter", stop_requested=stop_requested
+            )
+        except TrialStopped:
+            return  # its last report was a progress row: Tune and the searcher record it as stopped
     else:
-        from trainables.loop import fit as run
-    result = run(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
+        from trainables.loop import fit
+
+        result = fit(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
     write_trial_file(trial_dir, trial_id, cfg, result, started)
     tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
     if result.status is TrialStatus.FAILED:
         raise TrialFailed(result.error or "failed")
+
+
+def stop_requested() -> bool:
+    """Whether Tune has asked this trial to stop (a scheduler ended it, or the actor is being reset for the next
+    trial). Tune sets its session's stop event and ends the function at its next report; a forked trial polls this
+    while waiting for the child, so the worker is free again within a fraction of a second."""
+    try:
+        from ray.train._internal.session import get_session
+
+        session = get_session()
+        return bool(session is not None and session.stop_event.is_set())
+    except Exception:  # noqa: BLE001 - another Ray layout: fall back to stopping at the next report
+        return False
 
 
 def storage_trial_dir(ctx: Any) -> Path:

@@ -9,6 +9,7 @@ import pytest
 from test_loop import tiny_cfg  # tests/trainables is on sys.path (pytest rootdir mode)
 
 from trainables import forked, loop
+from trainables.errors import TrialStopped
 from trainables.result import TrialStatus
 
 pytestmark = pytest.mark.skipif(not forked.available(), reason="needs fork (Linux)")
@@ -60,3 +61,15 @@ def test_a_stopped_trial_kills_its_child(tiny_data):
 def test_death_reasons_are_one_line():
     assert forked.death_reason(-int(signal.SIGSEGV)) == "trial process killed by SIGSEGV"
     assert "exited with code 3" in forked.death_reason(3)
+
+
+def test_a_stop_request_kills_the_child_between_reports(tiny_data):
+    rows: list[dict] = []
+
+    with pytest.raises(TrialStopped, match="stopped by the scheduler"):
+        forked.fit_forked(
+            tiny_cfg(tiny_data, training={"max_steps": 400, "log_every": 100}),
+            progress=rows.append,
+            stop_requested=lambda: True,  # asked at once: no progress row needs to arrive first
+        )
+    assert not rows and not multiprocessing.active_children()
