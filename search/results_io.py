@@ -197,17 +197,14 @@ def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[
         cfg = trial_config(json.loads(params.read_text()).get("cell") or json.loads(params.read_text()))
     except Exception:  # noqa: BLE001 - an unreadable trial is skipped, not fatal
         return None
-    result = TrialResult(
+    result = TrialResult.of(
+        cfg,
         status=TrialStatus.STOPPED,
         error=f"stopped early at step {last.get('steps')}",
-        task=cfg.task.name,
-        model=cfg.model.name,
-        config_id=cfg.config_id,
         accuracy=last.get("accuracy"),
         perplexity=last.get("perplexity"),
         steps=int(last.get("steps") or 0),
         final_train_loss=last.get("train_loss"),
-        metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
     )
     return {
         "trial_id": str(last.get("trial_id") or _trial_id_from_dir(trial_dir)),

@@ -100,14 +100,7 @@ def fit_forked(
             child.kill()
             child.join()
     if result is None:
-        result = TrialResult(
-            status=TrialStatus.FAILED,
-            task=cfg.task.name,
-            model=cfg.model.name,
-            config_id=cfg.config_id,
-            metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
-            error=death_reason(child.exitcode),
-        )
+        result = TrialResult.of(cfg, status=TrialStatus.FAILED, error=death_reason(child.exitcode))
     return result
 
 

@@ -108,15 +108,7 @@ def prepare(cfg: TrialConfig) -> Prepared:
     limit_device_memory(device, cfg.training.memory_fraction)
     seed_everything(cfg.training.seed)
     meter = PeakMeter(device)
-    result = TrialResult(
-        task=cfg.task.name,
-        model=cfg.model.name,
-        config_id=cfg.config_id,
-        device=device.type,
-        metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
-        versions=versions(),
-        memory_measure=meter.method,
-    )
+    result = TrialResult.of(cfg, device=device.type, versions=versions(), memory_measure=meter.method)
     tokenizer = models.load_tokenizer(cfg.model)
     raw = data.load_raw(cfg.task)
     # Only the SST-2 sentences the run will see are tokenized (epochs need them all).

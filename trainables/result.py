@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainables.config import TrialConfig
 
 
 class TrialStatus(str, enum.Enum):
@@ -70,6 +73,14 @@ class TrialResult:
         data["status"] = self.status.value
         data["loss_curve"] = [list(p) for p in self.loss_curve]
         return data
+
+    @classmethod
+    def of(cls, cfg: TrialConfig, **fields: Any) -> TrialResult:
+        """A result naming the trial's task, model, config id and task metric, with `fields` set."""
+        metric = "accuracy" if cfg.task.name == "sst2" else "perplexity"
+        return cls(
+            task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, metric_name=metric, **fields
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:

@@ -1,8 +1,9 @@
 """The Ray Tune function trainable: dict -> TrialConfig -> fit -> tune.report. The only module that imports Ray.
 
 Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "memory_fraction": float | None,
-"forked": bool, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for searches. Search spaces put
-their sampled values under other keys and `spaces.pareto` builds the "trial" dict from them (see `trial_dict`).
+"forked": bool, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for
+searches. Search spaces put their sampled values under other keys and `spaces.pareto` builds the "trial" dict from
+them (see `trial_dict`).
 
 A trial whose predicted peak is over `memory_budget_mb` never trains: it is reported with status infeasible.
 Each trial writes `trial_result.json` (full config + TrialResult) into its Tune trial folder and the PEFT adapter
@@ -72,14 +73,11 @@ def train_trial(config: dict[str, Any]) -> None:
     if budget is not None:
         predicted = config.get("predicted_peak_mb") or predicted_peak_mb(cfg)
         if predicted > budget:
-            result = TrialResult(
+            result = TrialResult.of(
+                cfg,
                 status=TrialStatus.INFEASIBLE,
-                task=cfg.task.name,
-                model=cfg.model.name,
-                config_id=cfg.config_id,
                 predicted_peak_mb=round(predicted, 1),
                 error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
-                metric_name="accuracy" if cfg.task.name == "sst2" else "perplexity",
             )
             write_trial_file(trial_dir, trial_id, cfg, result, started)
             tune.report(

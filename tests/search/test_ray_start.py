@@ -57,9 +57,8 @@ def test_workers_are_reused_only_where_the_peak_does_not_depend_on_the_process(
     assert tuner.reuse_workers(DeviceInfo("mps", 12000.0, 8)) is True
     assert tuner.reuse_workers(DeviceInfo("cuda", 12000.0, 8)) is True
     assert tuner.reuse_workers(DEVICE) is True  # CPU on Linux: each trial trains in a fresh forked child
-    monkeypatch.setenv(
-        "RANKBITS_TRIAL_PROCESS", "inline"
-    )  # trains in the worker: its peak depends on its history
+    # trains in the worker's own process: its peak depends on the process's history
+    monkeypatch.setenv("RANKBITS_TRIAL_PROCESS", "inline")
     assert tuner.reuse_workers(DEVICE) is False
     monkeypatch.setenv("RANKBITS_REUSE_WORKERS", "1")
     assert tuner.reuse_workers(DEVICE) is True

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from search.resources import DeviceInfo, detect_device, max_concurrency, plan_trial
+from search.resources import DeviceInfo, detect_device, forked_trials, max_concurrency, plan_trial
+from trainables.errors import ConfigError
 
 
 def test_cpu_cores_are_split_between_concurrent_trials():
@@ -43,11 +45,6 @@ def test_cpu_trials_train_in_forked_children_accelerator_trials_in_process(monke
 
 
 def test_bad_trial_process_setting_names_the_value_and_the_choices(monkeypatch):
-    import pytest
-
-    from search.resources import forked_trials
-    from trainables.errors import ConfigError
-
     monkeypatch.setenv("RANKBITS_TRIAL_PROCESS", "spawn")
     with pytest.raises(ConfigError, match=r"RANKBITS_TRIAL_PROCESS='spawn': use fork or inline"):
         forked_trials(DeviceInfo("cpu", 4000, 2))
