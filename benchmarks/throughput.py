@@ -205,7 +205,7 @@ def run_hand(cfg: Any, batches_of: Any, steps: int | None = None) -> Run:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from trainables.loop import pick_device
+    from trainables.devices import pick_device
 
     device = pick_device(cfg.training.device)
     if cfg.training.threads:

@@ -123,3 +123,36 @@ def ranks_by_layer(ranks: dict[str, int], prefix: str, num_layers: int) -> list[
 
 def adapter_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def set_dtypes(model: nn.Module, compute_dtype: torch.dtype) -> None:
+    """Trainable weights (adapters, a classification head that PEFT copied from the base) in float32, as the QLoRA
+    recipe keeps them, with the compute-dtype activations cast to float32 on the way into a trained head; frozen
+    adapter parameters (AdaLoRA's `ranknum`) in the compute dtype.
+
+    PEFT already keeps LoRA / AdaLoRA matrices in float32 (`autocast_adapter_dtype`) and casts inputs to them; a
+    head listed in `modules_to_save` is a copy in the base's dtype, so it is cast here and given a pre-hook. PEFT's
+    bitsandbytes AdaLoRA layers scale their compute-dtype output by the float32 `ranknum` after casting it back,
+    which turns the whole residual stream float32 (peft 0.21.2); `ranknum` holds a small integer (the rank), exact
+    in 16 bits."""
+    for param in model.parameters():
+        if not param.is_floating_point():
+            continue
+        want = torch.float32 if param.requires_grad else compute_dtype
+        if param.dtype != want and (param.requires_grad or _is_adapter_param(model, param)):
+            param.data = param.data.to(want)
+    for module in model.modules():
+        if type(module).__name__ == "ModulesToSaveWrapper":
+            module.register_forward_pre_hook(_inputs_to_float32)
+
+
+def _is_adapter_param(model: nn.Module, param: nn.Parameter) -> bool:
+    ids = getattr(model, "_rankbits_adapter_param_ids", None)
+    if ids is None:
+        ids = {id(p) for n, p in model.named_parameters() if ".ranknum." in n or ".lora_" in n}
+        model._rankbits_adapter_param_ids = ids
+    return id(param) in ids
+
+
+def _inputs_to_float32(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)

@@ -12,12 +12,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.devices import COMPUTE_DTYPES, DEVICES
 from trainables.errors import ConfigError
 
 TASKS = ("sst2", "wikitext2")
 BIT_WIDTHS = (4, 8, 16, 32)
 METHODS = ("lora", "adalora")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 HALF_DTYPES = ("bfloat16", "float16")
 
 
@@ -85,7 +85,8 @@ class QuantizationConfig:
     quant_type: str = "nf4"
     """4-bit data type: `nf4` or `fp4`."""
     half_dtype: str = "bfloat16"
-    """What 16 bits means: `bfloat16` (default: safest on MPS and CPU) or `float16`."""
+    """What 16 bits means when `training.compute_dtype` is float32: `bfloat16` (default: safest on MPS and CPU) or
+    `float16`. With a 16-bit compute dtype, 16-bit blocks hold their weights in the compute dtype."""
 
     def __post_init__(self) -> None:
         self.layer_bits = _int_keys(self.layer_bits, "quantization.layer_bits")
@@ -231,6 +232,15 @@ class TrainingConfig:
     """Report progress every N steps."""
     eval_every: int | None = None
     """Also evaluate every N steps and report the task metric (for early-stopping schedulers such as ASHA)."""
+    compute_dtype: str = "auto"
+    """dtype of activations, bitsandbytes compute, 16-bit blocks and every frozen floating weight outside the
+    quantized layers (embeddings, norms, LM head): `bfloat16`, `float16`, `float32`, or `auto` (bfloat16 on CUDA,
+    on MPS where the chip runs it, on CPUs with native bf16; else float16 on accelerators, float32 on CPU; see
+    `trainables/devices.py`). Trainable weights and optimizer state stay float32. float32 reproduces results
+    made before this setting existed."""
+    gradient_checkpointing: bool = True
+    """Recompute each block's activations in the backward pass instead of keeping them (transformers'
+    `gradient_checkpointing_enable(use_reentrant=False)`): less memory, about a third more time."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, f"training.lr: {self.lr} must be > 0")
@@ -261,6 +271,10 @@ class TrainingConfig:
         _require(
             self.eval_every is None or self.eval_every > 0,
             f"training.eval_every: {self.eval_every} must be > 0",
+        )
+        _require(
+            self.compute_dtype in COMPUTE_DTYPES,
+            f"training.compute_dtype: {self.compute_dtype!r}; choose one of {', '.join(COMPUTE_DTYPES)}",
         )
 
 

@@ -20,27 +20,14 @@ import torch
 
 from trainables import adapters, data, metrics, models
 from trainables.config import TrialConfig
-from trainables.errors import ConfigError, TrialFailed
+from trainables.devices import pick_device, resolve_compute_dtype, torch_dtype
+from trainables.errors import TrialFailed
 from trainables.memory import MB, PeakMeter, arch_from_model, estimate, release_device_memory
 from trainables.quantize import quantize_model
 from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
 
 ProgressFn = Callable[[dict[str, Any]], None]
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto`: mps, then cuda, then cpu; an explicit device that is not available is a ConfigError."""
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        if mps_ok:
-            return torch.device("mps")
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "mps" and not mps_ok:
-        raise ConfigError("training.device: mps is not available on this machine; use auto or cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device: cuda is not available on this machine; use auto or cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -108,7 +95,16 @@ def prepare(cfg: TrialConfig) -> Prepared:
     limit_device_memory(device, cfg.training.memory_fraction)
     seed_everything(cfg.training.seed)
     meter = PeakMeter(device)
-    result = TrialResult.of(cfg, device=device.type, versions=versions(), memory_measure=meter.method)
+    compute = resolve_compute_dtype(cfg.training.compute_dtype, device.type)
+    dtype = torch_dtype(compute)
+    result = TrialResult.of(
+        cfg,
+        device=device.type,
+        versions=versions(),
+        memory_measure=meter.method,
+        compute_dtype=compute,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+    )
     tokenizer = models.load_tokenizer(cfg.model)
     raw = data.load_raw(cfg.task)
     # Only the SST-2 sentences the run will see are tokenized (epochs need them all).
@@ -137,15 +133,21 @@ def prepare(cfg: TrialConfig) -> Prepared:
     meter.set_baseline()
     meter.start_phase()
     t0 = time.perf_counter()
-    model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed)
+    # Load in the compute dtype unless a block keeps float32 weights (then float32, cast after quantizing).
+    bits = cfg.quantization.bits_per_layer(models.count_layers(cfg.model))
+    load_dtype = torch.float32 if 32 in bits else dtype
+    model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
     prefix, blocks = models.find_blocks(model)
-    report = quantize_model(model, blocks, cfg.quantization, device)
+    report = quantize_model(model, blocks, cfg.quantization, device, dtype)
+    if cfg.training.gradient_checkpointing:
+        models.enable_gradient_checkpointing(model)
     base_params = sum(layer.n_weights for layer in report.layers) + sum(
         p.numel() for n, p in _named_unique(model) if not _in_block_linears(n, prefix, report)
     )
     layer_modules = [layer.modules for layer in report.layers]
     seed_everything(cfg.training.seed)  # adapter init independent of the loading path
     model = adapters.attach(model, cfg.adapter, prefix, layer_modules, cfg.task.name, steps)
+    adapters.set_dtypes(model, dtype)
     result.load_time_s = round(time.perf_counter() - t0, 3)
     result.peak_load_memory_mb = round(meter.peak() / MB, 1)
 

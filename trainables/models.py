@@ -239,8 +239,12 @@ def _materialize(cfg: ModelConfig) -> ResolvedModel:
     return resolved
 
 
-def load_model(cfg: ModelConfig, task: str, tokenizer: Any, seed: int = 0) -> nn.Module:
-    """Load the model in float32 on the CPU with the head the task needs (classification or causal LM)."""
+def load_model(
+    cfg: ModelConfig, task: str, tokenizer: Any, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> nn.Module:
+    """Load the model on the CPU in `dtype` with the head the task needs (classification or causal LM).
+
+    Tiny presets are initialised in float32 (the same random weights whatever `dtype`) and then cast."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -252,9 +256,9 @@ def load_model(cfg: ModelConfig, task: str, tokenizer: Any, seed: int = 0) -> nn
         config = _tiny_config(resolved.name)
         if task == "sst2":
             config.num_labels = 2
-        model = auto.from_config(config)
+        model = auto.from_config(config).to(dtype)
     else:
-        kwargs: dict[str, Any] = {"dtype": torch.float32}
+        kwargs: dict[str, Any] = {"dtype": dtype}
         if task == "sst2":
             kwargs["num_labels"] = 2
         try:
@@ -268,6 +272,19 @@ def load_model(cfg: ModelConfig, task: str, tokenizer: Any, seed: int = 0) -> nn
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Turn on transformers' own gradient checkpointing, non-reentrant (the form that needs no input gradients and
+    works with frozen, quantized bases and PEFT adapters); ConfigError for a model class without it."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"training.gradient_checkpointing: model type {getattr(model.config, 'model_type', '?')!r} does not "
+            "support it in transformers; set training.gradient_checkpointing=false"
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False  # a cache is useless in training and conflicts with checkpointing
 
 
 def num_layers_of(config: Any) -> int:

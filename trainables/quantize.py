@@ -1,9 +1,11 @@
 """Per-layer weight precision: swap each block's linear layers for a 4/8/16/32-bit layer, and count bytes exactly.
 
-4 = bitsandbytes `Linear4bit` (NF4 by default, with double quantization), 8 = `Linear8bitLt` (LLM.int8, int8
-weights + one float32 scale per output row), 16 = `HalfLinear` (bfloat16 or float16 weights, float32 activations
-outside), 32 = plain `nn.Linear`. GPT-2's `Conv1D` layers are turned into `nn.Linear` (transposed weight) first.
-Embeddings, norms and the task head are not touched.
+4 = bitsandbytes `Linear4bit` (NF4 by default, with double quantization, computing in the compute dtype),
+8 = `Int8Linear` (a `Linear8bitLt`: int8 weights + one float32 scale per output row, computed weight-only in the
+compute dtype, see `trainables/int8.py`), 16 = 16-bit weights (the compute dtype when that is 16-bit, else
+`quantization.half_dtype` in a `CastLinear`), 32 = float32 weights. GPT-2's `Conv1D` layers are turned into
+`nn.Linear` (transposed weight) first. Every other frozen floating weight (embeddings, norms, LM head) is cast to
+the compute dtype (`cast_frozen`); trainable weights stay float32.
 
 Layers are converted one at a time and the float32 original is dropped right away, so quantizing never holds a
 second full-precision copy of the model.
@@ -28,17 +30,31 @@ BLOCKSIZE_4BIT = 64
 NESTED_BLOCKSIZE = 256
 
 
-class HalfLinear(nn.Linear):
-    """A linear layer holding 16-bit weights inside a float32 network: casts the input in and the output back.
-    The bias stays float32 and is added after the cast back."""
+class CastLinear(nn.Linear):
+    """A linear layer whose weights are stored in another dtype than the activations (16-bit weights in a
+    float32 network, or float32 weights in a 16-bit one): casts the input to the weights' dtype and the output
+    back. The bias is stored in the compute dtype and added after the cast back."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = nn.functional.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
         return out + self.bias if self.bias is not None else out
 
 
+HalfLinear = CastLinear  # the name of results made before the compute dtype existed
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def storage_dtype(bits: int, qcfg: QuantizationConfig, compute_dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype a `bits`-wide block layer keeps its weights in (None for the bitsandbytes 4 / 8-bit layers):
+    32 -> float32; 16 -> the compute dtype when that is 16-bit, else `quantization.half_dtype`."""
+    if bits == 32:
+        return torch.float32
+    if bits == 16:
+        return compute_dtype if compute_dtype != torch.float32 else _dtype(qcfg.half_dtype)
+    return None
 
 
 def _as_linear(module: nn.Module) -> nn.Linear:
@@ -59,28 +75,34 @@ def is_linear_like(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, Conv1D))
 
 
-def convert_linear(module: nn.Module, bits: int, qcfg: QuantizationConfig, device: torch.device) -> nn.Module:
-    """A new layer of `bits` precision with the weights of `module` (Linear or Conv1D), placed on `device`."""
+def convert_linear(
+    module: nn.Module,
+    bits: int,
+    qcfg: QuantizationConfig,
+    device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """A new layer of `bits` precision with the weights of `module` (Linear or Conv1D), placed on `device`.
+
+    The bias of every kind is stored in `compute_dtype` (bitsandbytes casts it to the input's dtype anyway)."""
     src = _as_linear(module)
     has_bias = src.bias is not None
     weight = src.weight.data
-    bias = src.bias.data.float() if has_bias else None
-    if bits == 32:
-        new: nn.Module = nn.Linear(src.in_features, src.out_features, bias=has_bias, device="meta")
-        new.weight = nn.Parameter(weight.float(), requires_grad=False)
-        if has_bias:
-            new.bias = nn.Parameter(bias, requires_grad=False)
-        return new.to(device)
-    if bits == 16:
-        new = HalfLinear(src.in_features, src.out_features, bias=has_bias, device="meta")
-        new.weight = nn.Parameter(weight.to(_dtype(qcfg.half_dtype)), requires_grad=False)
+    bias = src.bias.data.to(compute_dtype) if has_bias else None
+    store = storage_dtype(bits, qcfg, compute_dtype)
+    if store is not None:
+        cls = nn.Linear if store == compute_dtype else CastLinear
+        new: nn.Module = cls(src.in_features, src.out_features, bias=has_bias, device="meta")
+        new.weight = nn.Parameter(weight.to(store), requires_grad=False)
         if has_bias:
             new.bias = nn.Parameter(bias, requires_grad=False)
         return new.to(device)
     import bitsandbytes as bnb
 
+    from trainables.int8 import Int8Linear
+
     if bits == 8:
-        new = bnb.nn.Linear8bitLt(
+        new = Int8Linear(
             src.in_features,
             src.out_features,
             bias=has_bias,
@@ -96,7 +118,7 @@ def convert_linear(module: nn.Module, bits: int, qcfg: QuantizationConfig, devic
             src.in_features,
             src.out_features,
             bias=has_bias,
-            compute_dtype=torch.float32,
+            compute_dtype=compute_dtype,
             compress_statistics=qcfg.double_quant,
             quant_type=qcfg.quant_type,
             device="meta",
@@ -163,10 +185,13 @@ def formula_bytes(
     bias: bool = False,
     double_quant: bool = True,
     half_bytes: int = 2,
+    compute_bytes: int = 4,
 ) -> tuple[int, int]:
-    """The analytic (all bytes, scaling bytes) of a layer; must equal `layer_bytes` of the converted layer."""
+    """The analytic (all bytes, scaling bytes) of a layer; must equal `layer_bytes` of the converted layer.
+
+    `compute_bytes`: bytes per element of the compute dtype, which the bias is stored in."""
     n = out_features * in_features
-    bias_bytes = 4 * out_features if bias else 0
+    bias_bytes = compute_bytes * out_features if bias else 0
     if bits == 32:
         return 4 * n + bias_bytes, 4 * n
     if bits == 16:
@@ -201,7 +226,11 @@ class QuantReport:
 
 
 def quantize_blocks(
-    blocks: nn.ModuleList, bits_per_layer: list[int], qcfg: QuantizationConfig, device: torch.device
+    blocks: nn.ModuleList,
+    bits_per_layer: list[int],
+    qcfg: QuantizationConfig,
+    device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> list[LayerReport]:
     """Replace every linear layer inside block i with a `bits_per_layer[i]` layer on `device`, in place."""
     reports = []
@@ -211,7 +240,7 @@ def quantize_blocks(
         for name, mod in targets:
             parent_name, _, child = name.rpartition(".")
             parent = block.get_submodule(parent_name) if parent_name else block
-            new = convert_linear(mod, bits, qcfg, device)
+            new = convert_linear(mod, bits, qcfg, device, compute_dtype)
             setattr(parent, child, new)
             del mod
             total, scaling = layer_bytes(new)
@@ -223,22 +252,13 @@ def quantize_blocks(
     return reports
 
 
-def quantized_module_ids(blocks: nn.ModuleList) -> set[int]:
-    return {id(m) for block in blocks for m in block.modules() if is_linear_like(m) or _is_bnb(m)}
-
-
 def _is_bnb(module: nn.Module) -> bool:
     return type(module).__module__.startswith("bitsandbytes")
 
 
 def other_bytes(model: nn.Module, blocks: nn.ModuleList) -> int:
     """Bytes of parameters and buffers outside the blocks' linear layers, each tensor counted once."""
-    inside = {
-        id(p)
-        for m in blocks.modules()
-        if is_linear_like(m) or _is_bnb(m)
-        for p in m.parameters(recurse=False)
-    }
+    inside = _block_linear_params(blocks)
     seen: set[int] = set()
     total = 0
     for t in list(model.parameters()) + list(model.buffers()):
@@ -255,12 +275,39 @@ def mark_quantized(model: nn.Module, bits_per_layer: list[int]) -> None:
     model.is_loaded_in_8bit = 8 in bits_per_layer
 
 
+def _block_linear_params(blocks: nn.ModuleList) -> set[int]:
+    return {
+        id(p)
+        for m in blocks.modules()
+        if is_linear_like(m) or _is_bnb(m)
+        for p in m.parameters(recurse=False)
+    }
+
+
+def cast_frozen(model: nn.Module, blocks: nn.ModuleList, compute_dtype: torch.dtype) -> None:
+    """Cast every floating parameter outside the blocks' linear layers (embeddings, norms, LM head, position
+    tables) to the compute dtype, in place (tied weights once). Buffers keep their dtype (rotary frequencies are
+    computed in float32 by the models themselves)."""
+    inside = _block_linear_params(blocks)
+    for module in model.modules():
+        for param in list(module.parameters(recurse=False)):
+            if id(param) in inside or not param.is_floating_point() or param.dtype == compute_dtype:
+                continue
+            param.data = param.data.to(compute_dtype)
+
+
 def quantize_model(
-    model: nn.Module, blocks: nn.ModuleList, qcfg: QuantizationConfig, device: torch.device
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    qcfg: QuantizationConfig,
+    device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> QuantReport:
-    """Quantize the blocks per the config, move the rest of the model to `device`, and account the bytes."""
+    """Quantize the blocks per the config, cast the other frozen weights to the compute dtype, move the rest of
+    the model to `device`, and account the bytes."""
     bits = qcfg.bits_per_layer(len(blocks))
-    reports = quantize_blocks(blocks, bits, qcfg, device)
+    reports = quantize_blocks(blocks, bits, qcfg, device, compute_dtype)
+    cast_frozen(model, blocks, compute_dtype)
     model.to(device)
     mark_quantized(model, bits)
     return QuantReport(layers=reports, other_bytes=other_bytes(model, blocks))

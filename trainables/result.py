@@ -48,6 +48,11 @@ class TrialResult:
     """Measured peak while loading and quantizing the model."""
     predicted_peak_mb: float | None = None
     memory_measure: str = ""
+    compute_dtype: str = ""
+    """The concrete compute dtype the trial ran in (`bfloat16`, `float16`, `float32`; empty in older results,
+    which all ran in float32)."""
+    gradient_checkpointing: bool | None = None
+    """Whether block activations were recomputed in the backward pass (None in older results: they were not)."""
     load_time_s: float = 0.0
     train_time_s: float = 0.0
     eval_time_s: float = 0.0

@@ -150,7 +150,7 @@ def storage_trial_dir(ctx: Any) -> Path:
 
 
 def predicted_peak_mb(cfg: TrialConfig, device_type: str | None = None) -> float:
-    from trainables.loop import pick_device
+    from trainables.devices import pick_device
     from trainables.memory import arch_for, estimate
 
     device = device_type or pick_device(cfg.training.device).type
