@@ -19,6 +19,7 @@ dequantized float32 copy + a fixed framework overhead. The CPU factor and overhe
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import os
 import re
@@ -197,8 +198,39 @@ class ArchSpec:
     causal: bool
     block_linears: tuple[tuple[tuple[str, int, int, bool], ...], ...]
     """Per block: (name, out_features, in_features, has_bias) of each linear layer."""
-    other_bytes: int
-    """float32 bytes of everything outside the blocks' linear layers (tied weights once)."""
+    other_float_elements: int
+    """Elements of the floating parameters outside the blocks' linear layers (embeddings, norms, head; tied
+    weights once): stored in the compute dtype."""
+    other_fixed_bytes: int
+    """Bytes of the buffers (position ids, rotary frequencies), which keep their dtype."""
+    head_params: int = 0
+    """Parameters of the classification head PEFT trains beside the adapters (`classifier` / `score`, its
+    `modules_to_save` for sequence classification); 0 for a causal LM."""
+    gated_mlp: bool = False
+    """Whether the MLP is gated (Llama's gate / up / down: two linears of the MLP width) or plain (BERT, GPT-2)."""
+    attn_dropout: bool = False
+    """Whether attention probabilities go through dropout in training (BERT-style encoders): then the attention
+    matrices (heads x tokens x tokens) are kept for backward on CPU."""
+
+    def other_bytes(self, compute_bytes: int) -> int:
+        """Bytes of everything outside the blocks' linear layers with floating weights of `compute_bytes`."""
+        return self.other_float_elements * compute_bytes + self.other_fixed_bytes
+
+
+def _attn_dropout(config: Any) -> bool:
+    for name in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"):
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)):
+            return value > 0
+    return False
+
+
+def _head_params(model: nn.Module) -> int:
+    for name in ("classifier", "score"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return sum(p.numel() for p in head.parameters())
+    return 0
 
 
 def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
@@ -218,12 +250,19 @@ def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
                 inside.update(id(p) for p in mod.parameters(recurse=False))
         per_block.append(tuple(linears))
     seen: set[int] = set()
-    other = 0
-    for t in list(model.parameters()) + list(model.buffers()):
+    float_elements = fixed = 0
+    for t in model.parameters():
         if id(t) in inside or id(t) in seen:
             continue
         seen.add(id(t))
-        other += t.numel() * t.element_size()  # meta tensors keep their dtype (int64 buffers: 8 bytes)
+        if t.is_floating_point():
+            float_elements += t.numel()
+        else:
+            fixed += t.numel() * t.element_size()
+    for t in model.buffers():
+        if id(t) not in seen:
+            seen.add(id(t))
+            fixed += t.numel() * t.element_size()  # meta tensors keep their dtype (int64 buffers: 8 bytes)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or config.dim
     inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None) or 1
@@ -235,7 +274,13 @@ def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
         vocab=int(config.vocab_size),
         causal=causal,
         block_linears=tuple(per_block),
-        other_bytes=int(other),
+        other_float_elements=int(float_elements),
+        other_fixed_bytes=int(fixed),
+        head_params=0 if causal else _head_params(model),
+        gated_mlp=sum(1 for _, out_f, _, _ in per_block[0] if out_f == int(inter)) >= 2
+        if per_block
+        else False,
+        attn_dropout=_attn_dropout(config),
     )
 
 
@@ -248,39 +293,76 @@ def arch_for(cfg: TrialConfig) -> ArchSpec:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """A predicted training peak by component, in bytes (see `estimate` for each term and its source): what is
+    live at the predicted peak moment, so the parts add up to the peak (with gradient checkpointing the peak is
+    either at the loss, when `logits` are live and no block is recomputed, or during a block's recomputation,
+    when `logits` is 0)."""
+
     weights: int
-    adapter: int
-    """Adapter weights + gradients + two AdamW moments."""
+    """The frozen base as stored: block linears at their bit width (exact, `quantize.formula_bytes`), everything
+    else in the compute dtype."""
+    adapters: int
+    """Trainable weights (LoRA / AdaLoRA matrices, a classification head), float32."""
+    optimizer: int
+    """Their gradients and AdamW's two moments, float32."""
     activations: int
-    transient: int
+    """Tensors kept for backward (all blocks, or with gradient checkpointing one block input each plus one block
+    recomputed), and the dequantized weight buffers of 4 / 8-bit layers."""
+    logits: int
+    """Causal LM: the float32 log-softmax, its gradient and the logits' gradient over the vocabulary."""
     overhead: int
+    """What the measure adds beyond live tensors: allocator slack and libraries (see OVERHEAD_BYTES)."""
+
+    def parts(self) -> dict[str, int]:
+        """The components in bytes, in a fixed order: weights, adapters, optimizer, activations, logits, overhead."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @property
     def total(self) -> int:
-        return self.weights + self.adapter + self.activations + self.transient + self.overhead
+        return sum(self.parts().values())
 
     @property
     def total_mb(self) -> float:
         return self.total / MB
 
 
-# Activations kept for backward, per block per token, in float32 values (multiples of the hidden size, of the MLP
-# width, and of heads x tokens for scores, probabilities and dropout masks), and the causal-LM logits copies:
-ACT_HIDDEN = 14.0
-ACT_INTER = 3.0
-ACT_ATTN = 3.0
-LOGIT_COPIES = 3.0
-# Measured / formula ratios per device. CPU: the activation factor and the fixed overhead fitted together (minimax
-# relative error) to the process RSS high-water mark (glibc keeps freed tensor memory resident) of the reference
-# grid, 12 trials each in a fresh process with oneDNN's primitive cache off: minilm-l6 SST-2 (300 steps, 773-985
-# MB measured) and smollm2-135m WikiText-2 (24 steps, 5235-5722 MB); all 12 within 12% of the prediction. MPS /
-# CUDA count live tensors only: the factor is the live-tensor ratio measured on CPU with every tensor allocation
-# mmapped (untested on Apple hardware, where the trial's measured peak is recorded beside the prediction).
-ACT_FACTOR = {"cpu": 1.86, "mps": 1.3, "cuda": 1.3}
-OVERHEAD_BYTES = {"cpu": 240 * MB, "mps": 64 * MB, "cuda": 32 * MB}
-SST2_PEAK_TOKENS = (
-    66  # the longest SST-2 sentence in BERT / Llama tokens is about 66 (so shorter rows than seq_len)
-)
+# Saved-for-backward tensors per token per block, in compute-dtype elements: (multiples of the hidden size h: norm
+# inputs and outputs, q / k / v after rotary, attention output, residual branches; multiples of the MLP width i:
+# the up / gate outputs, the activation, their product), for gated MLPs (Llama family) and plain ones (BERT,
+# GPT-2). Gated: fitted to the standard transformers + PEFT path on CUDA
+# (`../shared/reference/cuda-h200-standard-path-llama1b-2026-11-29.jsonl`: Llama-1B shape, batch 4 x 256, no
+# checkpointing, bfloat16 and float32 compute: 177.6 and 277.6 KB per token per block measured) together with the
+# LoRA terms below: 8 h + 3 i. Plain: rankbits' B-Q4 on CUDA (`cuda-h200-2026-11-29.jsonl`: MiniLM-L6 and the
+# bert-base shape, SST-2, float32; 9.6 h and 10.3 h per token per block beyond the LoRA terms): 6 h + 1 i.
+# Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models") count 34 h bytes per
+# token for a 16-bit GPT layer with dropout (17 h elements), the same order.
+ACT_HIDDEN = {"gated": 8.0, "plain": 6.0}
+ACT_INTER = {"gated": 3.0, "plain": 1.0}
+# Encoders with attention dropout keep probabilities and the dropout mask per head and token pair (CPU kernels).
+ACT_ATTN_BYTES = 5.0
+# Each adapted module keeps its float32 dropout output and a boolean mask of its input width (PEFT casts the
+# input to the adapter's float32 and applies lora_dropout): 5 bytes per input element.
+LORA_INPUT_BYTES = 5.0
+# AdaLoRA scales its update by 1 / ranknum after the matmul; autograd keeps the float32 update (out width) too.
+# Seen on CUDA as +1.6 GB for B-Ada over B-FP on the Llama-1B shape (16 layers x 1,024 tokens x 23,552 outputs x 4).
+ADALORA_OUTPUT_BYTES = 4.0
+# A CastLinear (weights stored in another dtype than the compute dtype) keeps the cast input for backward.
+# Causal LM loss in transformers: logits.float() -> log_softmax (kept) -> at the start of backward its gradient
+# and the logits' gradient: three float32 copies of batch x tokens x vocab, in either compute dtype (the
+# standard path's checkpointed peaks minus their block inputs: 1,558 MB bf16 and 1,557 MB fp32 for 3 x 501 MB).
+LOGIT_BYTES = 12.0
+# Gradient checkpointing recomputes one block in backward while the block inputs of all blocks are kept; the
+# recomputed block's tensors and their gradients coexist briefly.
+GC_BLOCKS = 2.0
+# Per-device factor on activations and the measure's fixed overhead. CUDA and MPS count live tensors
+# (max_memory_allocated): factor 1, a small overhead for cuBLAS / MPS workspaces and rounding. CPU measures the
+# process resident-set high-water mark (glibc keeps freed tensor memory resident, oneDNN scratch buffers):
+# fitted to this machine's runs (`benchmarks/memory_exactness.py`).
+ACT_FACTOR = {"cpu": 1.0, "mps": 1.0, "cuda": 1.0}
+OVERHEAD_BYTES = {"cpu": 240 * MB, "mps": 16 * MB, "cuda": 16 * MB}
+SST2_PEAK_TOKENS = 63
+"""Batches are padded to their longest row: the longest of 300 SST-2 batches of 16 is 63 MiniLM tokens (seed 0;
+the longest sentence is about 66)."""
 
 
 def peak_row_tokens(cfg: TrialConfig) -> int:
@@ -297,34 +379,76 @@ def adapter_param_count(arch: ArchSpec, cfg: TrialConfig) -> int:
     for r, layer in zip(ranks, targets):
         for name in layer:
             out_f, in_f = shapes[name]
-            total += r * (out_f + in_f) + (r if cfg.adapter.method == "adalora" else 0)
-    if not arch.causal:  # the classification head trains too
-        total += arch.hidden * arch.hidden + arch.hidden + 2 * arch.hidden + 2
-    return total
+            total += r * (out_f + in_f) + (r + 1 if cfg.adapter.method == "adalora" else 0)  # lora_E, ranknum
+    return total + arch.head_params  # the classification head trains too
+
+
+def _adapted_widths(arch: ArchSpec, cfg: TrialConfig) -> list[tuple[int, int]]:
+    """Per block: (summed input width, summed output width) of the adapted modules (rank 0 blocks: none)."""
+    from trainables.adapters import target_names
+
+    targets = target_names("b", [[n for n, *_ in block] for block in arch.block_linears], cfg.adapter)
+    shapes = {f"b.{i}.{n}": (o, k) for i, block in enumerate(arch.block_linears) for n, o, k, _ in block}
+    ranks = cfg.adapter.ranks_per_layer(arch.num_layers)
+    return [
+        (sum(shapes[n][1] for n in layer), sum(shapes[n][0] for n in layer)) if r > 0 else (0, 0)
+        for r, layer in zip(ranks, targets)
+    ]
 
 
 def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> MemoryEstimate:
-    """Predicted training peak of `cfg` on `arch` (bytes, by component)."""
+    """Predicted training peak of `cfg` on `arch` on a `device_type` device (bytes, by component).
+
+    The compute dtype is `cfg.training.compute_dtype` resolved for `device_type` (`devices.resolve_compute_dtype`).
+    Activations are per block and token (`ACT_*`, `LORA_INPUT_BYTES`, `ADALORA_OUTPUT_BYTES`; SST-2 rows count
+    `SST2_PEAK_TOKENS`), all blocks without gradient checkpointing, else one block input per block plus
+    `GC_BLOCKS` blocks; the causal-LM loss adds `LOGIT_BYTES` per logit. The constants' sources are beside them."""
+    from trainables.devices import dtype_bytes, resolve_compute_dtype
     from trainables.quantize import formula_bytes
 
-    half = 2
-    bits = cfg.quantization.bits_per_layer(arch.num_layers)
-    weights = arch.other_bytes
+    compute = resolve_compute_dtype(cfg.training.compute_dtype, device_type)
+    e = dtype_bytes(compute)
+    qcfg = cfg.quantization
+    half = e if e == 2 else 2
+    bits = qcfg.bits_per_layer(arch.num_layers)
+    weights = arch.other_bytes(e)
     largest = 0
+    cast_inputs = []
     for b, block in zip(bits, arch.block_linears):
+        store = 4 if b == 32 else half if b == 16 else 0
+        cast_inputs.append(sum(k for _, _, k, _ in block) * store if store and store != e else 0)
         for _, out_f, in_f, bias in block:
-            weights += formula_bytes(b, out_f, in_f, bias, cfg.quantization.double_quant, half)[0]
+            weights += formula_bytes(b, out_f, in_f, bias, qcfg.double_quant, half, e)[0]
             if b in (4, 8):
-                largest = max(largest, out_f * in_f * 4)
-    adapter = adapter_param_count(arch, cfg) * 4 * 4  # weights, grads, exp_avg, exp_avg_sq
+                largest = max(largest, out_f * in_f * e)
+    n_params = adapter_param_count(arch, cfg)
     rows, tokens = cfg.training.batch_size, peak_row_tokens(cfg)
-    per_block = rows * tokens * (ACT_HIDDEN * arch.hidden + ACT_INTER * arch.intermediate)
-    per_block += rows * arch.heads * tokens * tokens * ACT_ATTN
-    raw = 4 * arch.num_layers * per_block
-    if arch.causal:
-        raw += 4 * LOGIT_COPIES * rows * tokens * arch.vocab
-    activations = int(raw * ACT_FACTOR.get(device_type, ACT_FACTOR["cpu"]))
+    bt = rows * tokens
+    ada = cfg.adapter.method == "adalora"
+    per_block = []
+    mlp = "gated" if arch.gated_mlp else "plain"
+    for (ins, outs), cast in zip(_adapted_widths(arch, cfg), cast_inputs):
+        per_token = e * (ACT_HIDDEN[mlp] * arch.hidden + ACT_INTER[mlp] * arch.intermediate) + cast
+        per_token += LORA_INPUT_BYTES * ins + (ADALORA_OUTPUT_BYTES * outs if ada else 0)
+        if arch.attn_dropout and device_type == "cpu":
+            per_token += ACT_ATTN_BYTES * arch.heads * tokens
+        per_block.append(bt * per_token)
+    factor = ACT_FACTOR.get(device_type, 1.0)
+    logits = LOGIT_BYTES * bt * arch.vocab if arch.causal else 0.0
     transient = 2 * largest
+    if cfg.training.gradient_checkpointing:
+        # The peak is either at the loss (block inputs + logits) or while a block is recomputed in backward.
+        kept = arch.num_layers * bt * arch.hidden * e
+        recompute = GC_BLOCKS * max(per_block) + transient
+        act = kept + (recompute if recompute > logits else 0)
+        logits = logits if logits >= recompute else 0.0
+    else:
+        act = sum(per_block) + transient
     return MemoryEstimate(
-        weights, adapter, activations, transient, OVERHEAD_BYTES.get(device_type, OVERHEAD_BYTES["cpu"])
+        weights=int(weights),
+        adapters=4 * n_params,
+        optimizer=12 * n_params,
+        activations=int(act * factor),
+        logits=int(logits * factor),
+        overhead=OVERHEAD_BYTES.get(device_type, OVERHEAD_BYTES["cpu"]),
     )
