@@ -310,7 +310,7 @@ def _read_tune_trial(trial_dir: Path) -> dict[str, Any]:
     cfg = _trial_config(params.get("trial"))
     last = reports[-1] if reports else {}
     row: dict[str, Any] = {c: last.get(c) for c in SUMMARY_COLUMNS}
-    row["trial_id"] = str(last.get("trial_id") or _trial_id_from_dir(trial_dir.name))
+    row["trial_id"] = trial_id_of(trial_dir)
     if cfg is not None:
         _fill_from_config(row, cfg)
     error_text = _error_line(trial_dir / "error.txt")
@@ -393,10 +393,18 @@ def _json_lines(file: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _trial_id_from_dir(name: str) -> str:
-    """Tune trial dirs are named like `fit_trial_3c5e2_00007_7_lr=0.001,...`; the id is `3c5e2_00007`."""
-    match = _TUNE_ID.search(name)
-    return match.group(1) if match else name
+def trial_id_of(trial_dir: str | os.PathLike[str]) -> str:
+    """The Tune trial id of a Tune trial folder: the `trial_id` its reports carry (Tune's `result.json`), else
+    the id in the folder's name: `3c5e2_00007` from `B-FP-sst2-s0_3c5e2_00007` (rankbits' names) or
+    `fit_trial_3c5e2_00007_7_lr=0.001,...` (Tune's default); the whole name when it holds none. The one
+    derivation `load_results` and `search.results_io` share, so a trial that died before its first report is
+    one trial to both."""
+    folder = Path(trial_dir)
+    for report in _json_lines(folder / "result.json"):
+        if report.get("trial_id"):
+            return str(report["trial_id"])
+    match = _TUNE_ID.search(folder.name)
+    return match.group(1) if match else folder.name
 
 
 def _error_line(file: Path) -> str | None:
