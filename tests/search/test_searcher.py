@@ -225,3 +225,19 @@ def test_study_names_its_objectives_and_links_trials_to_tune(arch: Any, tmp_path
         (experiment / "trial-sst2-s0_ab123_00000" / "adapter").resolve()
     )
     assert second.user_attrs["tune_trial_id"] == "ab123_00001" and "trial_dir" not in second.user_attrs
+
+
+def test_hand_off_helpers_refuse_folders_they_cannot_open(tmp_path: Path) -> None:
+    from search import load_study, restore_tuner
+    from trainables.errors import ConfigError
+
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "experiment.json").write_text('{"kind": "grid"}')
+    with pytest.raises(ConfigError, match="no restorable Tune experiment"):
+        restore_tuner(tmp_path / "grid")
+    with pytest.raises(ConfigError, match="not a Pareto search"):
+        load_study(tmp_path / "grid")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "experiment.json").write_text('{"kind": "pareto"}')
+    with pytest.raises(ConfigError, match="no study.db"):
+        load_study(tmp_path / "p")
