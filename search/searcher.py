@@ -76,8 +76,9 @@ def study_size(storage: Any, name: str) -> int:
 
 
 def worst_value(direction: str) -> float:
-    """The worst possible value of an objective: -inf for "max", +inf for "min" (Optuna stores both)."""
-    return -math.inf if direction == "max" else math.inf
+    """The worst possible value of an objective column (`analysis.objectives.OBJECTIVE_COLUMNS`, all >= 0):
+    0.0 for "max" (no accuracy, no throughput), +inf for "min" (Optuna stores it; GP clips it for fitting)."""
+    return 0.0 if direction == "max" else math.inf
 
 
 def known_values(arch: Any, cfg: TrialConfig, est: Any) -> dict[str, float]:
