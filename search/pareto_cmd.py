@@ -100,7 +100,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from search import results_io
     from search.resources import detect_device, max_concurrency
-    from search.searcher import build_searcher, make_space, make_storage, study_size
+    from search.searcher import build_searcher, make_sampler, make_space, make_storage, study_size
     from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, reuse_workers, trial_dirname
     from spaces.pareto import grid_points, runnable_methods
     from trainables.checks import preflight
@@ -112,6 +112,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     objectives = parse_task_objectives(args.objectives, args.task)
+    make_sampler(args.sampler, args.seed, len(objectives))  # gp without scipy fails before any write
     base = base_config(args)
     num_layers = preflight(base)
     arch = arch_for(base)

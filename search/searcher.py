@@ -51,7 +51,7 @@ def sampler_seed(seed: int, trials_before: int) -> int:
 def make_sampler(name: str, seed: int, n_objectives: int, trials_before: int = 0) -> Any:
     """An Optuna sampler (`SAMPLERS`), seeded with `sampler_seed(seed, trials_before)`. Constraints are read from
     each trial (`trial.set_constraint` in `space`), which TPE, NSGA-II and GP use to learn the infeasible
-    region. Raises ConfigError for an unknown name."""
+    region. Raises ConfigError for an unknown name, or gp without scipy installed."""
     import optuna
 
     s = sampler_seed(seed, trials_before)
@@ -60,6 +60,12 @@ def make_sampler(name: str, seed: int, n_objectives: int, trials_before: int = 0
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s, population_size=8)
     if name == "gp":
+        try:  # Optuna's GP sampler fits with scipy; without it the first proposal would crash mid-search
+            import scipy  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--sampler gp needs scipy: pip install scipy, or use tpe / nsga2 / random"
+            ) from None
         return optuna.samplers.GPSampler(seed=s, n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=s)

@@ -245,3 +245,14 @@ def test_hand_off_helpers_refuse_folders_they_cannot_open(tmp_path: Path) -> Non
     (tmp_path / "p" / "experiment.json").write_text('{"kind": "pareto"}')
     with pytest.raises(ConfigError, match="no study.db"):
         load_study(tmp_path / "p")
+
+
+def test_gp_without_scipy_is_refused_before_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from search.searcher import make_sampler
+    from trainables.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy raises ImportError
+    with pytest.raises(ConfigError, match="--sampler gp needs scipy"):
+        make_sampler("gp", 0, 2)
