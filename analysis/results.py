@@ -110,7 +110,8 @@ TRAILING_COLUMNS = ["n_layers", "origin", "tune_iterations"]
 COLUMNS = LEADING_COLUMNS + [c for c in SUMMARY_COLUMNS if c not in LEADING_COLUMNS] + TRAILING_COLUMNS
 """Column order of `load_results` frames: source, kind, trial_number, the summary columns, then extras."""
 
-_TUNE_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)")
+_TUNE_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?:_|$)")
+"""Tune trial ids: `3c5e2_00007` (grid: Tune's variant generator) or `24927d09` (searches: `Trial.generate_id`)."""
 _COUNTER = re.compile(r"_(\d+)$")
 _METRICS = ("accuracy", "perplexity")
 
@@ -395,8 +396,9 @@ def _json_lines(file: Path) -> list[dict[str, Any]]:
 
 def trial_id_of(trial_dir: str | os.PathLike[str]) -> str:
     """The Tune trial id of a Tune trial folder: the `trial_id` its reports carry (Tune's `result.json`), else
-    the id in the folder's name: `3c5e2_00007` from `B-FP-sst2-s0_3c5e2_00007` (rankbits' names) or
-    `fit_trial_3c5e2_00007_7_lr=0.001,...` (Tune's default); the whole name when it holds none. The one
+    the id in the folder's name: `3c5e2_00007` from `B-FP-sst2-s0_3c5e2_00007` (rankbits' grid names),
+    `24927d09` from `trial-sst2-s3_24927d09` (search trials) or `fit_trial_3c5e2_00007_7_lr=0.001,...` (Tune's
+    default); the whole name when it holds none. The one
     derivation `load_results` and `search.results_io` share, so a trial that died before its first report is
     one trial to both."""
     folder = Path(trial_dir)
