@@ -189,7 +189,7 @@ class RankbitsOptunaSearch(OptunaSearch):
     user attributes); None leaves those out."""
 
     def __init__(self, *args: Any, experiment_dir: str | Path | None = None, **kwargs: Any) -> None:
-        self._experiment_dir = Path(experiment_dir) if experiment_dir is not None else None
+        self._experiment_dir = Path(experiment_dir).resolve() if experiment_dir is not None else None
         super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode: str | list) -> None:
