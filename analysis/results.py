@@ -110,7 +110,8 @@ TRAILING_COLUMNS = ["n_layers", "origin", "tune_iterations"]
 COLUMNS = LEADING_COLUMNS + [c for c in SUMMARY_COLUMNS if c not in LEADING_COLUMNS] + TRAILING_COLUMNS
 """Column order of `load_results` frames: source, kind, trial_number, the summary columns, then extras."""
 
-_TUNE_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)")
+_TUNE_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?:_|$)")
+"""Tune trial ids: `3c5e2_00007` (grid: Tune's variant generator) or `24927d09` (searches: `Trial.generate_id`)."""
 _COUNTER = re.compile(r"_(\d+)$")
 _METRICS = ("accuracy", "perplexity")
 
@@ -310,7 +311,7 @@ def _read_tune_trial(trial_dir: Path) -> dict[str, Any]:
     cfg = _trial_config(params.get("trial"))
     last = reports[-1] if reports else {}
     row: dict[str, Any] = {c: last.get(c) for c in SUMMARY_COLUMNS}
-    row["trial_id"] = str(last.get("trial_id") or _trial_id_from_dir(trial_dir.name))
+    row["trial_id"] = trial_id_of(trial_dir)
     if cfg is not None:
         _fill_from_config(row, cfg)
     error_text = _error_line(trial_dir / "error.txt")
@@ -393,10 +394,19 @@ def _json_lines(file: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _trial_id_from_dir(name: str) -> str:
-    """Tune trial dirs are named like `fit_trial_3c5e2_00007_7_lr=0.001,...`; the id is `3c5e2_00007`."""
-    match = _TUNE_ID.search(name)
-    return match.group(1) if match else name
+def trial_id_of(trial_dir: str | os.PathLike[str]) -> str:
+    """The Tune trial id of a Tune trial folder: the `trial_id` its reports carry (Tune's `result.json`), else
+    the id in the folder's name: `3c5e2_00007` from `B-FP-sst2-s0_3c5e2_00007` (rankbits' grid names),
+    `24927d09` from `trial-sst2-s3_24927d09` (search trials) or `fit_trial_3c5e2_00007_7_lr=0.001,...` (Tune's
+    default); the whole name when it holds none. The one
+    derivation `load_results` and `search.results_io` share, so a trial that died before its first report is
+    one trial to both."""
+    folder = Path(trial_dir)
+    for report in _json_lines(folder / "result.json"):
+        if report.get("trial_id"):
+            return str(report["trial_id"])
+    match = _TUNE_ID.search(folder.name)
+    return match.group(1) if match else folder.name
 
 
 def _error_line(file: Path) -> str | None:

@@ -96,14 +96,13 @@ def smallest_peak_mb(arch: Any, base: TrialConfig, num_layers: int, device_kind:
 
 
 def handle(args: argparse.Namespace) -> int:
-    import optuna
     from ray import tune
 
     from search import results_io
     from search.resources import detect_device, max_concurrency
-    from search.searcher import RankbitsOptunaSearch, make_sampler, make_space, make_storage
+    from search.searcher import build_searcher, make_sampler, make_space, make_storage, study_size
     from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, reuse_workers, trial_dirname
-    from spaces.pareto import grid_points
+    from spaces.pareto import grid_points, runnable_methods
     from trainables.checks import preflight
     from trainables.memory import arch_for
 
@@ -113,6 +112,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     objectives = parse_task_objectives(args.objectives, args.task)
+    make_sampler(args.sampler, args.seed, len(objectives))  # gp without scipy fails before any write
     base = base_config(args)
     num_layers = preflight(base)
     arch = arch_for(base)
@@ -150,7 +150,6 @@ def handle(args: argparse.Namespace) -> int:
     init_ray(device, args.ray_address)
     # as many trials at once as copies of the smallest predicted trial fit (a search has args.trials of them)
     concurrency = max_concurrency(device, [smallest] * max(1, args.trials), args.max_concurrent)
-    metric, mode = list(objectives), list(objectives.values())
     latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
     if resuming and latest and tune.Tuner.can_restore(str(latest[-1])):
         print(f"rankbits: continuing {latest[-1]}", flush=True)
@@ -163,13 +162,17 @@ def handle(args: argparse.Namespace) -> int:
         flush=True,
     )
     if remaining > 0:
-        study_has_trials = (
-            bool(optuna.load_study(study_name=args.name, storage=storage).trials)
-            if _study_exists(storage, args.name)
-            else False
-        )
-        points = grid_points(num_layers) if args.enqueue_grid and not study_has_trials else None
-        searcher = RankbitsOptunaSearch(
+        methods = runnable_methods(base)
+        if "adalora" not in methods:
+            print(
+                f"rankbits: {base.training.max_steps} steps leave AdaLoRA no steps to prune in (tinit + tfinal "
+                "must be below the steps): the search proposes LoRA only",
+                flush=True,
+            )
+        fresh_study = study_size(storage, args.name) == 0
+        points = grid_points(num_layers, methods) if args.enqueue_grid and fresh_study else None
+        target = results_io.next_tune_dir(root)
+        searcher = build_searcher(
             space=make_space(
                 base=base.to_dict(),
                 num_layers=num_layers,
@@ -178,12 +181,13 @@ def handle(args: argparse.Namespace) -> int:
                 concurrency=concurrency,
                 arch=arch,
             ),
-            metric=metric,
-            mode=mode,
-            sampler=make_sampler(args.sampler, args.seed, len(metric)),
+            objectives=objectives,
+            sampler=args.sampler,
+            seed=args.seed,
             storage=storage,
             study_name=args.name,
             points_to_evaluate=points,
+            experiment_dir=target,
         )
         scheduler = None
         if args.asha:
@@ -198,7 +202,6 @@ def handle(args: argparse.Namespace) -> int:
                 grace_period=max(1, base.training.eval_every or 1),
                 reduction_factor=2,
             )
-        target = results_io.next_tune_dir(root)
         tune_config = tune.TuneConfig(
             num_samples=remaining,
             search_alg=searcher,
@@ -210,12 +213,6 @@ def handle(args: argparse.Namespace) -> int:
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
         tuner.fit()
     return finish(root, objectives)
-
-
-def _study_exists(storage: Any, name: str) -> bool:
-    import optuna
-
-    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage))
 
 
 def finish(root: Path, objectives: dict[str, str]) -> int:

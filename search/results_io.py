@@ -214,14 +214,9 @@ def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[
 
 
 def _trial_id_from_dir(trial_dir: Path) -> str:
-    result_file = trial_dir / "result.json"
-    if result_file.is_file():
-        for line in result_file.read_text().splitlines():
-            try:
-                return str(json.loads(line)["trial_id"])
-            except (json.JSONDecodeError, KeyError):
-                continue
-    return trial_dir.name.rsplit("_", 1)[-1] if "_" in trial_dir.name else trial_dir.name
+    from analysis.results import trial_id_of  # the one derivation, shared with load_results
+
+    return trial_id_of(trial_dir)
 
 
 def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 `suggest_params(trial, num_layers)` samples the structure; `build_config(params, base, num_layers)` turns the
 sampled values into a TrialConfig. Parameters (every name below is an Optuna parameter):
 
-- `method`: `lora` or `adalora`.
+- `method`: `lora` or `adalora`; `adalora` only where the step budget can run its schedule (`runnable_methods`:
+  AdaLoRA needs tinit + tfinal below the steps, so `--max-steps 2` leaves LoRA alone).
 - Bits per layer, parametrized so a sampler can learn *how many* layers get more bits and *which*:
   `low_bits` in {4, 8, 16} is every layer's width; when it is below 16, `n_high` layers (0..L) get `high_bits`
   (8 or 16 above 4, 16 above 8), placed by `placement`: `ends` (alternating first / last blocks, the grid's
@@ -14,7 +15,8 @@ sampled values into a TrialConfig. Parameters (every name below is an Optuna par
 - AdaLoRA (learning rate x ADALORA_LR_FACTOR and orthogonality weight 0.1, as in the grid): `init_r` in {4, 8, 12, 16} and `target_ratio` in {0.25, 0.33, 0.5, 0.75} (target_r = round(ratio x init_r),
   at least 1).
 
-The grid's six configs are points of this space (`grid_points`), so `--enqueue-grid` evaluates them first.
+The grid's six configs are points of this space (`grid_points`), so `--enqueue-grid` evaluates them first (those
+of a method the budget cannot run are left out).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from spaces.grid import ADALORA_LR_FACTOR, ADALORA_ORTH_REG, GRID_IDS, critical_layers, grid_config
-from trainables.config import TrialConfig
+from trainables.config import AdapterConfig, TrialConfig
+from trainables.errors import ConfigError
 
 METHODS = ["lora", "adalora"]
 LOW_BITS = [4, 8, 16]
@@ -59,9 +62,24 @@ def spread_ranks(num_layers: int, mean_rank: int, spread: str) -> list[int]:
     return [max(1, round(mean_rank * factors[min(2, 3 * i // num_layers)])) for i in range(num_layers)]
 
 
-def suggest_params(trial: Any, num_layers: int) -> dict[str, Any]:
-    """Sample one point (define-by-run); returns the structural choices as plain values."""
-    method = trial.suggest_categorical("method", METHODS)
+def runnable_methods(base: TrialConfig) -> list[str]:
+    """The adapter methods (of `METHODS`, in order) that `base`'s training budget can run: AdaLoRA only when its
+    schedule (tinit + tfinal, `base.adapter`'s or the defaults) leaves steps to prune in. With `epochs` the step
+    count depends on the data, and AdaLoRA is kept (the pre-flight check cannot judge it either)."""
+    if base.training.epochs is not None:
+        return list(METHODS)
+    ada = AdapterConfig(**{**base.to_dict()["adapter"], "method": "adalora", "layer_ranks": {}})
+    try:
+        ada.schedule(base.training.max_steps)
+    except ConfigError:
+        return [m for m in METHODS if m != "adalora"]
+    return list(METHODS)
+
+
+def suggest_params(trial: Any, num_layers: int, methods: list[str] | None = None) -> dict[str, Any]:
+    """Sample one point (define-by-run); returns the structural choices as plain values. `methods`: the adapter
+    methods to choose from (default `METHODS`; pass `runnable_methods(base)` so every proposal can run)."""
+    method = trial.suggest_categorical("method", list(methods or METHODS))
     low = trial.suggest_categorical("low_bits", LOW_BITS)
     bits = [low] * num_layers
     if low < 16:
@@ -133,8 +151,9 @@ def match_grid(cfg: TrialConfig, num_layers: int) -> str | None:
     return None
 
 
-def grid_points(num_layers: int) -> list[dict[str, Any]]:
-    """The six grid configs as parameter dicts of this space (for Optuna's enqueue_trial)."""
+def grid_points(num_layers: int, methods: list[str] | None = None) -> list[dict[str, Any]]:
+    """The six grid configs as parameter dicts of this space (for Optuna's enqueue_trial), in `GRID_IDS` order,
+    keeping only those whose method is in `methods` (default: all)."""
     n_crit = len(critical_layers(num_layers))
     uniform8 = {"rank_spread": "uniform", "rank_budget": 8}
     ada = {"init_r": 12, "target_ratio": 0.33}
@@ -161,7 +180,7 @@ def grid_points(num_layers: int) -> list[dict[str, Any]]:
             "rank_budget": 8,
         },
     }
-    return [points[c] for c in GRID_IDS]
+    return [points[c] for c in GRID_IDS if methods is None or points[c]["method"] in methods]
 
 
 def config_from_params(config: dict[str, Any]) -> TrialConfig:

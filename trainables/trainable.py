@@ -5,7 +5,8 @@ Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "m
 searches. Search spaces put their sampled values under other keys and `spaces.pareto` builds the "trial" dict from
 them (see `trial_dict`).
 
-A trial whose predicted peak is over `memory_budget_mb` never trains: it is reported with status infeasible.
+A trial whose predicted peak is over `memory_budget_mb` never trains: it is reported with status infeasible (the
+search space decides it once and passes "infeasible", with "known": the result fields the config fixes).
 Each trial writes `trial_result.json` (full config + TrialResult) into its Tune trial folder and the PEFT adapter
 into `adapter/` beside it. With "forked" (CPU trials on Linux) the training runs in a fresh child process
 forked from a pre-imported template (`trainables.forked`), so a reused Ray worker measures every trial's peak as a
@@ -72,12 +73,13 @@ def train_trial(config: dict[str, Any]) -> None:
     budget = config.get("memory_budget_mb")
     if budget is not None:
         predicted = config.get("predicted_peak_mb") or predicted_peak_mb(cfg)
-        if predicted > budget:
+        if config.get("infeasible", predicted > budget):  # the search space's verdict, when it gave one
             result = TrialResult.of(
                 cfg,
                 status=TrialStatus.INFEASIBLE,
                 predicted_peak_mb=round(predicted, 1),
-                error=f"predicted peak {predicted:.0f} MB is over the {budget:.0f} MB budget",
+                error=f"predicted peak {predicted:.2f} MB is over the {budget:g} MB budget",
+                **config.get("known", {}),  # result fields the config fixes without training
             )
             write_trial_file(trial_dir, trial_id, cfg, result, started)
             tune.report(

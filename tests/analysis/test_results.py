@@ -220,3 +220,40 @@ def test_layer_strings_are_normalized() -> None:
     out = apply_dtypes(raw)
     assert out["bits_per_layer"].tolist() == ["8,4", "8,4", "8,4"]
     assert out["ranks_per_layer"].tolist() == ["3.5,4", "", ""]
+
+
+@pytest.mark.parametrize(
+    "done_id, died_id",
+    [("3c5e2_00006", "3c5e2_00007"), ("24927d09", "4680008f")],  # grid ids, search ids (Ray 2.60)
+)
+def test_a_trial_that_died_before_its_first_report_is_one_trial(
+    tmp_path: Path, make_trial: Callable[..., Any], done_id: str, died_id: str
+) -> None:
+    """Its folder has params.json and error.txt, no result.json: search.results_io (the summary) and
+    load_results (Tune's folder) derive the same id from the folder name, so it is counted once."""
+    from search.results_io import write_summary
+    from trainables.trainable import write_trial_file
+
+    root = tmp_path / "p"
+    tune = root / "tune"
+    done = make_trial(done_id)
+    done_dir = tune / f"trial-sst2-s0_{done_id}"
+    done_dir.mkdir(parents=True)
+    (done_dir / "params.json").write_text(json.dumps({"trial": done.cfg.to_dict()}))
+    (done_dir / "result.json").write_text(json.dumps({**done.record(), "timestamp": 1.0}) + "\n")
+    write_trial_file(done_dir, done.trial_id, done.cfg, done.result, 1.0)
+    died = tune / f"trial-sst2-s0_{died_id}"
+    died.mkdir()
+    (died / "params.json").write_text(json.dumps({"trial": make_trial("x").cfg.to_dict()}))
+    (died / "error.txt").write_text("Traceback (most recent call last):\nRuntimeError: worker died\n")
+    (root / "experiment.json").write_text(json.dumps({"kind": "pareto", "name": "p"}))
+    table = write_summary(root)
+    assert sorted(r["trial_id"] for r in table) == sorted([done_id, died_id])
+    df = load_results(root)
+    assert sorted(df["trial_id"].tolist()) == sorted([done_id, died_id])
+    assert df["status"].value_counts().to_dict() == {
+        "completed": 1,
+        "failed": 1,
+        "stopped": 0,
+        "infeasible": 0,
+    }

@@ -7,6 +7,8 @@ import optuna
 import pytest
 from cli_helpers import TINY, rankbits
 
+from search.searcher import CONSTRAINT
+
 pytestmark = pytest.mark.slow
 
 SEARCH = [
@@ -78,6 +80,32 @@ def test_search_completes_and_resumes_into_the_same_study(tiny_data, tmp_path):
     assert len(table) == 8 and len({r["trial_id"] for r in table}) == 8
 
 
+def test_extending_a_search_proposes_new_trials_and_hands_off_to_tune_and_optuna(tiny_data, tmp_path):
+    """--trials 2, then --trials 4 --resume with the same seed: trials 2-3 are new proposals, not replays of 0-1.
+    Two steps leave AdaLoRA no room, so only LoRA is proposed and nothing fails."""
+    from search import load_study, restore_tuner
+
+    args = [*SEARCH[:5], "--max-steps", "2", "--sampler", "random", "--seed", "0", *TINY]
+    args += ["--results-dir", str(tmp_path), "--name", "ext"]
+    first = rankbits([*args, "--trials", "2"], data_dir=tiny_data, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout[-2000:]
+    assert "proposes LoRA only" in first.stdout
+    more = rankbits([*args, "--trials", "4", "--resume"], data_dir=tiny_data, timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:] + more.stdout[-2000:]
+    root = tmp_path / "ext"
+    s = load_study(root)
+    params = [t.params for t in s.trials]
+    assert len(params) == 4 and params[2:] != params[:2]
+    assert {p["method"] for p in params} == {"lora"}
+    assert [r["status"] for r in rows(root)] == ["completed"] * 4
+    assert s.metric_names == ["accuracy", "peak_memory_mb"]
+    for t in s.trials:
+        assert t.user_attrs["tune_trial_id"] in t.user_attrs["trial_dir"]
+        assert (root / t.user_attrs["trial_dir"]).is_dir() and (root / t.user_attrs["adapter_dir"]).is_dir()
+    grid = restore_tuner(root).get_results()  # the latest Tune experiment (tune-2/): the extension's trials
+    assert len(grid) == 2 and not grid.errors
+
+
 def grid_predictions(seq_len=32, batch=4):
     from spaces.grid import GRID_IDS, grid_config
     from trainables.memory import arch_for, estimate
@@ -127,9 +155,8 @@ def test_budget_keeps_over_budget_proposals_from_training(tiny_data, tmp_path):
     s = study(root, "budget")
     marked = [t for t in s.trials if t.user_attrs.get("status") == "infeasible"]
     assert len(marked) == len(infeasible)
-    assert all(
-        t.user_attrs["constraint"][0] > 0 and t.state == optuna.trial.TrialState.COMPLETE for t in marked
-    )
+    assert all(t.constraints[CONSTRAINT] > 0 and t.state == optuna.trial.TrialState.COMPLETE for t in marked)
+    assert not {t.number for t in s.best_trials} & {t.number for t in marked}
 
 
 def test_asha_stops_weak_trials_and_keeps_them_off_the_front(tiny_data, tmp_path):

@@ -2,7 +2,14 @@ import optuna
 import pytest
 
 from spaces.grid import GRID_IDS, grid_config
-from spaces.pareto import build_config, grid_points, place_high, spread_ranks, suggest_params
+from spaces.pareto import (
+    build_config,
+    grid_points,
+    place_high,
+    runnable_methods,
+    spread_ranks,
+    suggest_params,
+)
 from trainables.config import TrialConfig
 
 BASE = TrialConfig.from_dict(
@@ -89,3 +96,34 @@ def test_placements_and_spreads():
     assert place_high(6, 2, "bottom") == [0, 1] and place_high(6, 2, "middle") == [2, 3]
     assert spread_ranks(6, 8, "rising") == [4, 4, 8, 8, 12, 12]
     assert spread_ranks(6, 8, "falling") == [12, 12, 8, 8, 4, 4]
+
+
+@pytest.mark.parametrize(
+    "steps, overrides, methods",
+    [
+        (2, {}, ["lora"]),  # default tinit 1 + tfinal 1 is not below 2 steps
+        (3, {}, ["lora", "adalora"]),
+        (300, {}, ["lora", "adalora"]),
+        (10, {"adapter.tinit": 5, "adapter.tfinal": 5}, ["lora"]),  # the user's own schedule counts too
+        (2, {"training.epochs": 1.0}, ["lora", "adalora"]),  # steps depend on the data: left to the run
+    ],
+)
+def test_runnable_methods_follow_the_step_budget(steps, overrides, methods):
+    base = BASE.with_overrides({"training.max_steps": steps, **overrides})
+    assert runnable_methods(base) == methods
+
+
+def test_a_short_budget_proposes_and_enqueues_only_runnable_configs():
+    base = BASE.with_overrides({"training.max_steps": 2})
+    methods = runnable_methods(base)
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    for _ in range(30):
+        trial = study.ask()
+        cfg = build_config(suggest_params(trial, 6, methods), base, 6)
+        assert cfg.adapter.method == "lora"
+        study.tell(trial, [0.5, 1.0])
+    points = grid_points(6, methods)
+    assert [p["method"] for p in points] == ["lora", "lora", "lora"]  # B-FP, B-Q4, Joint-3
+    assert len(grid_points(6)) == len(GRID_IDS)
