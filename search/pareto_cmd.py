@@ -180,6 +180,7 @@ def handle(args: argparse.Namespace) -> int:
                 device=device,
                 concurrency=concurrency,
                 arch=arch,
+                objectives=list(objectives),
             ),
             objectives=objectives,
             sampler=args.sampler,

@@ -141,17 +141,19 @@ def space(
     device: Any,
     concurrency: int,
     arch: Any,
+    objectives: list[str] | None = None,
 ) -> dict[str, Any]:
     """Ray's define-by-run function: sample, build the TrialConfig, predict its peak, decide its feasibility
     (once, unrounded: predicted peak > budget_mb), plan its resources. Returns the trial's Tune config:
     {"trial": TrialConfig dict, "memory_budget_mb", "predicted_peak_mb", "infeasible": bool, "known": result
     fields fixed without training, "threads", "memory_fraction", "forked", "resources"}."""
     from search.resources import plan_trial
-    from spaces.pareto import build_config, runnable_methods, suggest_params
+    from spaces.pareto import build_config, checkpointing_choices, runnable_methods, suggest_params
     from trainables.memory import estimate
 
     base_cfg = TrialConfig.from_dict(base)
-    params = suggest_params(trial, num_layers, runnable_methods(base_cfg))
+    choices = checkpointing_choices(objectives or [], base_cfg)
+    params = suggest_params(trial, num_layers, runnable_methods(base_cfg), choices)
     cfg = build_config(params, base_cfg, num_layers)
     est = estimate(arch, cfg, device.kind)
     predicted = est.total_mb

@@ -15,6 +15,10 @@ sampled values into a TrialConfig. Parameters (every name below is an Optuna par
 - AdaLoRA (learning rate x ADALORA_LR_FACTOR and orthogonality weight 0.1, as in the grid): `init_r` in {4, 8, 12, 16} and `target_ratio` in {0.25, 0.33, 0.5, 0.75} (target_r = round(ratio x init_r),
   at least 1).
 
+- `gradient_checkpointing` in {True, False} where the search has a time objective (`checkpointing_choices`):
+  checkpointing trades time for memory, so only a search that sees time can weigh it; otherwise the base config's
+  setting (on by default) is kept and no parameter is sampled.
+
 The grid's six configs are points of this space (`grid_points`), so `--enqueue-grid` evaluates them first (those
 of a method the budget cannot run are left out).
 """
@@ -76,9 +80,24 @@ def runnable_methods(base: TrialConfig) -> list[str]:
     return list(METHODS)
 
 
-def suggest_params(trial: Any, num_layers: int, methods: list[str] | None = None) -> dict[str, Any]:
+TIME_OBJECTIVES = ("train_time_s", "tokens_per_s")
+
+
+def checkpointing_choices(objectives: list[str], base: TrialConfig) -> list[bool]:
+    """The gradient-checkpointing settings the search may propose: both where an objective measures time, else
+    the base config's own."""
+    if any(o in TIME_OBJECTIVES for o in objectives):
+        return [True, False]
+    return [base.training.gradient_checkpointing]
+
+
+def suggest_params(
+    trial: Any, num_layers: int, methods: list[str] | None = None, checkpointing: list[bool] | None = None
+) -> dict[str, Any]:
     """Sample one point (define-by-run); returns the structural choices as plain values. `methods`: the adapter
-    methods to choose from (default `METHODS`; pass `runnable_methods(base)` so every proposal can run)."""
+    methods to choose from (default `METHODS`; pass `runnable_methods(base)` so every proposal can run);
+    `checkpointing`: gradient-checkpointing settings to choose from (`checkpointing_choices`; default: not
+    sampled, the base config's setting stays)."""
     method = trial.suggest_categorical("method", list(methods or METHODS))
     low = trial.suggest_categorical("low_bits", LOW_BITS)
     bits = [low] * num_layers
@@ -90,6 +109,10 @@ def suggest_params(trial: Any, num_layers: int, methods: list[str] | None = None
             for i in place_high(num_layers, n_high, placement):
                 bits[i] = high
     out: dict[str, Any] = {"method": method, "bits": bits}
+    if checkpointing and len(checkpointing) > 1:
+        out["gradient_checkpointing"] = trial.suggest_categorical(
+            "gradient_checkpointing", list(checkpointing)
+        )
     if method == "lora":
         spread = trial.suggest_categorical("rank_spread", SPREADS)
         if spread == "per_layer":
@@ -130,6 +153,8 @@ def build_config(params: dict[str, Any], base: TrialConfig, num_layers: int) -> 
             }
         )
         data["training"]["lr"] = base.training.lr * ADALORA_LR_FACTOR
+    if "gradient_checkpointing" in params:
+        data["training"]["gradient_checkpointing"] = bool(params["gradient_checkpointing"])
     data["config_id"] = None
     cfg = TrialConfig.from_dict(data)
     cfg.config_id = match_grid(cfg, num_layers)
@@ -139,13 +164,15 @@ def build_config(params: dict[str, Any], base: TrialConfig, num_layers: int) -> 
 def _signature(cfg: TrialConfig, num_layers: int) -> tuple:
     a = cfg.adapter
     ranks = tuple(a.ranks_per_layer(num_layers)) if a.method == "lora" else (a.init_r, a.target_r)
-    return (a.method, tuple(cfg.quantization.bits_per_layer(num_layers)), ranks)
+    bits = tuple(cfg.quantization.bits_per_layer(num_layers))
+    return (a.method, bits, ranks, cfg.training.gradient_checkpointing)
 
 
 def match_grid(cfg: TrialConfig, num_layers: int) -> str | None:
     """The grid id whose bits and ranks equal this config's, if any (so enqueued grid points keep their labels)."""
     for config_id in GRID_IDS:
         ref = grid_config(config_id, cfg.task.name, cfg.model.name, num_layers)
+        ref.training.gradient_checkpointing = TrialConfig().training.gradient_checkpointing
         if _signature(ref, num_layers) == _signature(cfg, num_layers):
             return config_id
     return None
@@ -180,7 +207,12 @@ def grid_points(num_layers: int, methods: list[str] | None = None) -> list[dict[
             "rank_budget": 8,
         },
     }
-    return [points[c] for c in GRID_IDS if methods is None or points[c]["method"] in methods]
+    # The grid trains with checkpointing (the default); ignored by Optuna where the parameter is not sampled.
+    return [
+        {**points[c], "gradient_checkpointing": True}
+        for c in GRID_IDS
+        if methods is None or points[c]["method"] in methods
+    ]
 
 
 def config_from_params(config: dict[str, Any]) -> TrialConfig:

@@ -127,3 +127,23 @@ def test_a_short_budget_proposes_and_enqueues_only_runnable_configs():
     points = grid_points(6, methods)
     assert [p["method"] for p in points] == ["lora", "lora", "lora"]  # B-FP, B-Q4, Joint-3
     assert len(grid_points(6)) == len(GRID_IDS)
+
+
+def test_checkpointing_is_searched_only_with_a_time_objective():
+    from spaces.pareto import checkpointing_choices
+
+    base = grid_config("B-Q4", "sst2", "tiny-bert", 2)
+    assert checkpointing_choices(["accuracy", "peak_memory_mb"], base) == [True]
+    choices = checkpointing_choices(["accuracy", "train_time_s"], base)
+    assert choices == [True, False]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        params = suggest_params(trial, 2, ["lora"], choices)
+        cfg = build_config(params, base, 2)
+        seen.add(cfg.training.gradient_checkpointing)
+        assert trial.params["gradient_checkpointing"] == cfg.training.gradient_checkpointing
+    assert seen == {True, False}
+    trial = study.ask()
+    assert "gradient_checkpointing" not in suggest_params(trial, 2, ["lora"], [True])
