@@ -130,16 +130,18 @@ def from_results(args: argparse.Namespace) -> list[tuple[Any, dict[str, Any]]]:
 
 def analytic(cfg: Any, device_type: str) -> dict[str, Any]:
     """Formula bytes per block, total weights, float32 size and bits per weight by bit width."""
+    from trainables.devices import dtype_bytes, resolve_compute_dtype
     from trainables.memory import arch_for, estimate
     from trainables.quantize import formula_bytes
 
     arch = arch_for(cfg)
+    e = dtype_bytes(resolve_compute_dtype(cfg.training.compute_dtype, device_type))
     q = cfg.quantization
     bits = q.bits_per_layer(arch.num_layers)
     blocks, n_weights = [], []
     scaling: dict[int, list[int]] = {}
     for b, linears in zip(bits, arch.block_linears):
-        sizes = [formula_bytes(b, o, i, bias, q.double_quant) for _, o, i, bias in linears]
+        sizes = [formula_bytes(b, o, i, bias, q.double_quant, 2, e) for _, o, i, bias in linears]
         blocks.append(sum(total for total, _ in sizes))
         n_weights.append(sum(o * i for _, o, i, _ in linears))
         acc = scaling.setdefault(b, [0, 0])
@@ -148,8 +150,7 @@ def analytic(cfg: Any, device_type: str) -> dict[str, Any]:
     wide = wide_buffer_bytes(cfg)
     predicted = estimate(arch, cfg, device_type)
     fp32 = (
-        arch.other_bytes
-        + wide
+        arch.other_bytes(4)
         + sum(formula_bytes(32, o, i, bias)[0] for block in arch.block_linears for _, o, i, bias in block)
     )
     return {
@@ -244,8 +245,8 @@ def build_report(args: argparse.Namespace, rows: list[Row]) -> Report:
     ]
     notes = [
         f"blocks byte-exact: {exact}/{blocks}; largest |computed - formula| weights: {worst_kb:.1f} KB",
-        "diff_KB: computed - formula; int64_KB: what the formula misses by counting every tensor outside the "
-        "blocks at 4 bytes (int64 buffers take 8); the rest is the 1 KB rounding of weights_fit_MB",
+        "diff_KB: computed - formula; int64_KB: the int64 buffers' share beyond 4 bytes an element (the formula "
+        "counts buffers at their own dtype); the rest is the 1 KB rounding of weights_fit_MB",
         "bpw8 depends on in_features (8 + 32/in): a mean over the 8-bit layers, weighted by their weights",
         "fp32_MB: the float32 model as loaded (int64 buffers at 8 bytes)",
     ]
