@@ -1,8 +1,12 @@
+import json
+from pathlib import Path
+
+import pytest
 import torch
 
 from spaces.grid import GRID_IDS, grid_config
 from trainables import memory
-from trainables.config import ModelConfig
+from trainables.config import ModelConfig, TrialConfig
 from trainables.memory import PeakMeter, arch_for, estimate
 
 
@@ -47,12 +51,16 @@ def test_mps_meter_uses_accelerator_peak_counters_when_present(monkeypatch):
 
 
 def test_estimate_orders_the_grid_configs_by_weight_memory():
-    cfgs = {c: grid_config(c, "sst2", "tiny-bert", 2) for c in GRID_IDS}
+    cfgs = {
+        c: grid_config(c, "sst2", "tiny-bert", 2).with_overrides(["training.compute_dtype=bfloat16"])
+        for c in GRID_IDS
+    }
     arch = arch_for(cfgs["B-FP"])
     est = {c: estimate(arch, cfg) for c, cfg in cfgs.items()}
     assert est["B-Q4"].weights < est["Joint-2"].weights < est["B-FP"].weights
-    assert est["B-FP"].activations == est["B-Q4"].activations
-    assert all(e.total > e.weights for e in est.values())
+    # 16-bit blocks in a 16-bit compute dtype keep no cast copies; 4-bit ones add a dequantization buffer
+    assert est["B-FP"].activations < est["B-Q4"].activations < est["B-FP"].activations + 2**20
+    assert all(e.total == sum(e.parts().values()) > e.weights for e in est.values())
 
 
 def test_arch_reads_shapes_without_weights():
@@ -61,3 +69,58 @@ def test_arch_reads_shapes_without_weights():
     arch = arch_for(TrialConfig(model=ModelConfig(name="tiny-llama"), task={"name": "wikitext2"}))
     assert arch.num_layers == 2 and arch.hidden == 64 and arch.causal
     assert [n for n, *_ in arch.block_linears[0]][:2] == ["self_attn.q_proj", "self_attn.k_proj"]
+
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+LLAMA_1B = Path(__file__).resolve().parents[2] / "benchmarks" / "configs" / "llama-3.2-1b-shape"
+
+
+def _standard_path():
+    path = REFERENCE / "cuda-h200-standard-path-llama1b-2026-11-29.jsonl"
+    if not path.is_file():
+        pytest.skip("../shared/reference is not beside the repository")
+    return {r["variant"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.mark.parametrize(
+    "variant,config_id,dtype,ckpt",
+    [
+        ("4bit-bf16", "B-Q4", "bfloat16", False),
+        ("4bit-bf16-gc", "B-Q4", "bfloat16", True),
+        ("16bit-bf16", "B-FP", "bfloat16", False),
+        ("16bit-bf16-gc", "B-FP", "bfloat16", True),
+        ("4bit-fp32compute", "B-Q4", "float32", False),
+        ("4bit-fp32compute-gc", "B-Q4", "float32", True),
+    ],
+)
+def test_cuda_prediction_matches_the_standard_path(variant, config_id, dtype, ckpt):
+    """Out of sample for the rankbits side: the targets were measured on the standard transformers + PEFT path
+    (shared/reference), the Llama-1B shape from its config.json alone, CUDA, batch 4 x 256."""
+    measured = _standard_path()[variant]["peak_alloc_mb"]
+    cfg = grid_config(config_id, "wikitext2", str(LLAMA_1B), 16, max_steps=20).with_overrides(
+        {
+            "training.compute_dtype": dtype,
+            "training.gradient_checkpointing": ckpt,
+            "training.batch_size": 4,
+            "training.seq_len": 256,
+        }
+    )
+    predicted = estimate(arch_for(cfg), cfg, "cuda").total_mb
+    assert abs(predicted / measured - 1) < 0.10, (predicted, measured)
+
+
+def test_cuda_prediction_holds_on_the_rankbits_reference_records():
+    """rankbits' own six configs on CUDA before the compute dtype existed (float32, no checkpointing)."""
+    path = REFERENCE / "cuda-h200-2026-11-29.jsonl"
+    if not path.is_file():
+        pytest.skip("../shared/reference is not beside the repository")
+    ratios = {}
+    for record in map(json.loads, path.read_text().splitlines()):
+        if "Llama" not in record["model"]:
+            continue
+        data = record["cfg"]
+        data["model"]["name"] = str(LLAMA_1B)
+        data["training"].update(compute_dtype="float32", gradient_checkpointing=False)
+        cfg = TrialConfig.from_dict(data)
+        ratios[record["config_id"]] = estimate(arch_for(cfg), cfg, "cuda").total_mb / record["peak_memory_mb"]
+    assert len(ratios) == 6 and all(abs(r - 1) < 0.10 for r in ratios.values()), ratios
