@@ -6,7 +6,7 @@
 - a trial the memory model predicted over budget never trains; it is told COMPLETE with the worst task value and
   its predicted memory, and carries the violated constraint (user attribute "constraint" > 0), which the
   constrained samplers (TPE, NSGA-II, GP) use to learn the infeasible region;
-- a failed trial is told FAIL.
+- a failed or diverged trial (training loss far above its start) is told FAIL.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class RankbitsOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.COMPLETE
         elif status == "running":  # ended on an intermediate report: stopped early by the scheduler
             values, state = None, optuna.trial.TrialState.PRUNED
-        elif error or status == "failed" or any(v is None for v in reported):
+        elif error or status in ("failed", "diverged") or any(v is None for v in reported):
             values, state = None, optuna.trial.TrialState.FAIL
         else:
             state = optuna.trial.TrialState.COMPLETE

@@ -231,6 +231,9 @@ class TrainingConfig:
     """Report progress every N steps."""
     eval_every: int | None = None
     """Also evaluate every N steps and report the task metric (for early-stopping schedulers such as ASHA)."""
+    divergence_factor: float | None = 2.0
+    """A run whose mean task loss over its last tenth of steps ends above this many times its first step's loss
+    gets status `diverged` (kept off Pareto fronts; see `trainables.divergence`); None: never."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, f"training.lr: {self.lr} must be > 0")
@@ -261,6 +264,10 @@ class TrainingConfig:
         _require(
             self.eval_every is None or self.eval_every > 0,
             f"training.eval_every: {self.eval_every} must be > 0",
+        )
+        _require(
+            self.divergence_factor is None or self.divergence_factor > 1,
+            f"training.divergence_factor: {self.divergence_factor} must be > 1 or None (never flag)",
         )
 
 
