@@ -27,6 +27,7 @@ from trainables.errors import ConfigError
 SST2_FILES = ("sst2/train.tsv", "sst2/dev.tsv")
 WIKITEXT_FILES = ("wikitext-2/wiki.valid.tokens", "wikitext-2/wiki.test.tokens")
 WIKITEXT_TRAIN = "wikitext-2/wiki.train.tokens"
+SST2_LABELS = ("0", "1")
 
 
 @dataclass
@@ -68,11 +69,16 @@ def read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["sentence", "label"]:
             raise ConfigError(f"{path}: expected a GLUE TSV with header 'sentence<TAB>label', got {header!r}")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             if len(row) < 2:
                 continue
+            label = row[1].strip()
+            if label not in SST2_LABELS:  # an id past the 2-label head would fail deep inside the loss
+                raise ConfigError(
+                    f"{path}: line {line} has label {label!r}; SST-2 labels are 0 (negative) or 1 (positive)"
+                )
             texts.append(row[0].strip())
-            labels.append(int(row[1]))
+            labels.append(int(label))
     return texts, labels
 
 
