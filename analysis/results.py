@@ -72,6 +72,7 @@ STRING_COLUMNS = (
     "device",
     "memory_measure",
     "data_note",
+    "perplexity_convention",
 )
 """pandas `string` dtype; missing values are empty strings."""
 INT_COLUMNS = (

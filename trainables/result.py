@@ -76,6 +76,9 @@ class TrialResult:
     """AdaLoRA: (step, orthogonality term added to the optimized loss) at every logged step; empty for LoRA."""
     device: str = ""
     data_note: str = ""
+    perplexity_convention: str = ""
+    """WikiText-2: how the text became blocks (`trainables.config.PERPLEXITY_CONVENTIONS`): `joined` (as released,
+    the common definition) or `lines` (line by line, blank lines dropped); empty for SST-2."""
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,8 +92,14 @@ class TrialResult:
     def of(cls, cfg: TrialConfig, **fields: Any) -> TrialResult:
         """A result naming the trial's task, model, config id and task metric, with `fields` set."""
         metric = "accuracy" if cfg.task.name == "sst2" else "perplexity"
+        convention = cfg.task.perplexity_convention if metric == "perplexity" else ""
         return cls(
-            task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, metric_name=metric, **fields
+            task=cfg.task.name,
+            model=cfg.model.name,
+            config_id=cfg.config_id,
+            metric_name=metric,
+            perplexity_convention=convention,
+            **fields,
         )
 
     @classmethod
