@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables import data, models
+from trainables import adapters, data, models
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.loop import pick_device, total_steps
@@ -18,7 +18,8 @@ PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
 def preflight(cfg: TrialConfig) -> int:
     """Raise ConfigError for a model that cannot be found, layer maps naming layers the model lacks, a sequence
     length above the model's positions, an SST-2 head with another number of labels, a data folder missing files,
-    or an AdaLoRA schedule that does not fit the steps. Returns the model's layer count."""
+    adapter.target_modules matching no linear layer of the blocks, or an AdaLoRA schedule that does not fit the
+    steps. Returns the model's layer count."""
     pick_device(cfg.training.device)
     config = models.load_config(cfg.model)
     n = models.num_layers_of(config)
@@ -29,6 +30,8 @@ def preflight(cfg: TrialConfig) -> int:
             "adapter.layer_ranks: every layer has rank 0, nothing would train; give a layer rank > 0"
         )
     check_model_bounds(cfg, config)
+    if cfg.adapter.target_modules is not None:
+        check_target_modules(cfg)
     root = data.data_root(cfg.task)
     if root is not None:
         data.check_local(root, cfg.task.name)
@@ -78,3 +81,13 @@ def check_model_bounds(cfg: TrialConfig, config: Any) -> None:
             f"model {cfg.model.name!r}: its {heads[0]} head has {config.num_labels} labels, SST-2 needs 2; "
             "use the base model (without the classification head) or a 2-label checkpoint"
         )
+
+
+def check_target_modules(cfg: TrialConfig) -> None:
+    """ConfigError when `adapter.target_modules` names no linear layer of the model's blocks (found on the meta
+    device: no weights loaded), listing the names there are."""
+    from trainables.quantize import is_linear_like
+
+    prefix, blocks = models.find_blocks(models.meta_model(cfg.model, cfg.task.name))
+    names = [[n for n, m in block.named_modules() if n and is_linear_like(m)] for block in blocks]
+    adapters.target_names(prefix, names, cfg.adapter)

@@ -68,3 +68,12 @@ def test_sst2_labels_outside_the_two_classes_are_refused(tmp_path):
     dev.write_text(dev.read_text().replace("\t1\n", "\t2\n", 1))
     with pytest.raises(ConfigError, match=r"dev.tsv: line \d+ has label '2'; SST-2 labels are 0 .* or 1"):
         data.load_raw(TaskConfig(name="sst2", data_dir=str(root)))
+
+
+def test_target_modules_the_model_lacks_are_refused_before_loading(tiny_data):
+    bad = cfg(tiny_data, "tiny-llama", "wikitext2").with_overrides({"adapter.target_modules": ["query"]})
+    with pytest.raises(
+        ConfigError, match=r"adapter.target_modules: \['query'\] matches no linear layer.*q_proj"
+    ):
+        preflight(bad)
+    preflight(bad.with_overrides({"adapter.target_modules": ["q_proj", "v_proj"]}))
