@@ -290,9 +290,9 @@ def render_markdown(
             "",
         ]
 
-    failed = df[df["status"].isin(["failed", "infeasible"])]
+    failed = df[df["status"].isin(["failed", "infeasible", "diverged"])]
     if len(failed):
-        parts += ["## Failed and infeasible trials", ""]
+        parts += ["## Failed, infeasible and diverged trials", ""]
         cols = [c for c in ("source", "trial_id", "config_id", "status", "error") if c in failed.columns]
         if len(sources) <= 1:
             cols.remove("source")

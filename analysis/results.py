@@ -42,9 +42,9 @@ import pandas as pd
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.records import SUMMARY_COLUMNS, flatten, lora_strategy, quantization_label
-from trainables.result import TrialResult
+from trainables.result import TrialResult, TrialStatus
 
-STATUSES = ("completed", "failed", "stopped", "infeasible")
+STATUSES = tuple(s.value for s in TrialStatus)
 STATUS_DTYPE = pd.CategoricalDtype(list(STATUSES))
 """Unordered categorical; `df.status == "completed"` keeps the trials that count on a front."""
 
@@ -72,6 +72,7 @@ STRING_COLUMNS = (
     "device",
     "memory_measure",
     "data_note",
+    "perplexity_convention",
 )
 """pandas `string` dtype; missing values are empty strings."""
 INT_COLUMNS = (
@@ -328,7 +329,7 @@ def _read_tune_trial(trial_dir: Path) -> dict[str, Any]:
 
 def _tune_status(row: dict[str, Any], planned_steps: int | None, error_text: str | None) -> str:
     status = str(row.get("status") or "").strip().lower()
-    if status in ("failed", "infeasible", "stopped"):
+    if status in STATUSES and status != "completed":
         return status
     has_metric = any(_number(row.get(m)) is not None for m in _METRICS)
     steps = _number(row.get("steps"))

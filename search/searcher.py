@@ -8,7 +8,7 @@
   infeasible, read by every sampler and by `study.best_trials`), and the trainable obeys the same verdict. It is
   told COMPLETE with `infeasible_values`: for each objective the value known without training (weight memory,
   trainable parameters, predicted peak, LoRA ranks), else the worst possible value in that objective's direction;
-- a failed trial is told FAIL.
+- a failed or diverged trial (training loss far above its start) is told FAIL.
 
 The study names its objectives (`study.set_metric_names`, shown by optuna-dashboard), and each Optuna trial links
 to its Tune trial: user attributes `tune_trial_id`, and at its end `trial_dir` and `adapter_dir` (absolute paths).
@@ -232,7 +232,7 @@ class RankbitsOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.COMPLETE
         elif status == "running":  # ended on an intermediate report: stopped early by the scheduler
             values, state = None, optuna.trial.TrialState.PRUNED
-        elif error or status == "failed" or any(v is None for v in reported):
+        elif error or status in ("failed", "diverged") or any(v is None for v in reported):
             values, state = None, optuna.trial.TrialState.FAIL
         else:
             state = optuna.trial.TrialState.COMPLETE

@@ -7,6 +7,7 @@ block i and nowhere else. PEFT picks its bitsandbytes LoRA / AdaLoRA layer for e
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -156,3 +157,39 @@ def _is_adapter_param(model: nn.Module, param: nn.Parameter) -> bool:
 
 def _inputs_to_float32(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def orth_penalty(model: nn.Module) -> Callable[[], float] | None:
+    """For an AdaLoRA model, a function returning the term PEFT's `AdaLoraModel.forward` adds to the task loss
+    when labels are given: orth_reg_weight x the mean over the adapter's lora_A (P) and lora_B (Q) matrices of
+    ||P P^T - I||_F (and ||Q^T Q - I||_F), in loss units (nats), on the current weights, without gradients.
+    None for models without an AdaLoRA adapter.
+
+    The model's `.loss` is the task loss plus this term (PEFT adds it in place, so the task loss cannot be read
+    back); subtracting it gives the task loss for logging, comparable with LoRA runs."""
+    base = getattr(model, "base_model", None)
+    configs = getattr(base, "peft_config", None)
+    name = getattr(base, "trainable_adapter_name", None)
+    if not configs or name is None or not hasattr(configs[name], "orth_reg_weight"):
+        return None
+    weight = float(configs[name].orth_reg_weight)
+    inner = base.model
+    params = [
+        (p, "lora_A" in n)
+        for n, p in inner.named_parameters()
+        if ("lora_A" in n or "lora_B" in n) and name in n
+    ]
+
+    @torch.no_grad()
+    def penalty() -> float:
+        if not params or weight == 0:
+            return 0.0
+        norms = []
+        for p, is_a in params:
+            cov = p @ p.T if is_a else p.T @ p
+            norms.append(
+                torch.linalg.matrix_norm(cov - torch.eye(*cov.size(), dtype=cov.dtype, device=cov.device))
+            )
+        return weight * float(torch.stack(norms).float().mean())  # one device sync
+
+    return penalty

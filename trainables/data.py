@@ -6,7 +6,8 @@ Local layout (as in `../shared/data`): `<root>/sst2/{train,dev}.tsv` (GLUE TSV, 
 `Salesforce/wikitext` wikitext-2-v1).
 
 When the WikiText-2 train split is missing (the offline case), the model is fine-tuned on the validation split and
-evaluated on the test split, and `data_note` says so.
+evaluated on the test split, and `data_note` says so. WikiText-2 becomes blocks by `task.perplexity_convention`
+(default `joined`: the text as released, the common definition; see `config.PERPLEXITY_CONVENTIONS`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from typing import Any
 
 import torch
 
-from trainables.config import TaskConfig
+from trainables.config import PERPLEXITY_CONVENTIONS, TaskConfig
 from trainables.errors import ConfigError
 
 SST2_FILES = ("sst2/train.tsv", "sst2/dev.tsv")
 WIKITEXT_FILES = ("wikitext-2/wiki.valid.tokens", "wikitext-2/wiki.test.tokens")
 WIKITEXT_TRAIN = "wikitext-2/wiki.train.tokens"
+SST2_LABELS = ("0", "1")
 
 
 @dataclass
@@ -68,11 +70,16 @@ def read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["sentence", "label"]:
             raise ConfigError(f"{path}: expected a GLUE TSV with header 'sentence<TAB>label', got {header!r}")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             if len(row) < 2:
                 continue
+            label = row[1].strip()
+            if label not in SST2_LABELS:  # an id past the 2-label head would fail deep inside the loss
+                raise ConfigError(
+                    f"{path}: line {line} has label {label!r}; SST-2 labels are 0 (negative) or 1 (positive)"
+                )
             texts.append(row[0].strip())
-            labels.append(int(row[1]))
+            labels.append(int(label))
     return texts, labels
 
 
@@ -190,17 +197,49 @@ def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]
     return tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=True)["input_ids"]
 
 
-def _blocks(tokenizer: Any, text: str, seq_len: int, limit_tokens: int | None = None) -> list[list[int]]:
-    """Concatenate and chunk into non-overlapping blocks of `seq_len` tokens (the last partial block dropped)."""
-    ids: list[int] = []
-    for line in text.splitlines(keepends=True):  # line by line: fast tokenizers slow down on one huge string
-        if line.strip():
-            ids.extend(tokenizer(line, add_special_tokens=False)["input_ids"])
-        if limit_tokens is not None and len(ids) >= limit_tokens + seq_len:
-            break
+def _blocks(
+    tokenizer: Any, text: str, seq_len: int, limit_tokens: int | None = None, convention: str = "joined"
+) -> list[list[int]]:
+    """Token ids of `text` cut into non-overlapping blocks of `seq_len` tokens (the last partial block dropped),
+    at most `limit_tokens` tokens (rounded down to whole blocks, at least one block) when given.
+
+    `convention` (see `PERPLEXITY_CONVENTIONS`): `joined` tokenizes the text as released, blank lines and line
+    breaks included; `lines` tokenizes line by line and drops blank lines."""
+    if convention not in PERPLEXITY_CONVENTIONS:
+        raise ConfigError(
+            f"task.perplexity_convention: {convention!r}; choose one of {', '.join(PERPLEXITY_CONVENTIONS)}"
+        )
+    need = None if limit_tokens is None else limit_tokens + seq_len
+    ids = _joined_ids(tokenizer, text, need) if convention == "joined" else _line_ids(tokenizer, text, need)
     if limit_tokens is not None:
         ids = ids[: max(seq_len, limit_tokens - limit_tokens % seq_len)]
     return [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+
+
+def _joined_ids(tokenizer: Any, text: str, need: int | None) -> list[int]:
+    """Ids of `text` tokenized as one string. With `need`, only a prefix ending at a line break is tokenized,
+    grown until it gives `need` tokens: the tokens kept (at least one block short of the cut) are those of the
+    whole text."""
+    if need is None:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    chars = 8 * need
+    while True:
+        cut = text.find("\n", chars)
+        prefix = text if cut < 0 else text[: cut + 1]
+        ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        if len(ids) >= need or len(prefix) == len(text):
+            return ids
+        chars *= 2
+
+
+def _line_ids(tokenizer: Any, text: str, need: int | None) -> list[int]:
+    ids: list[int] = []
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            ids.extend(tokenizer(line, add_special_tokens=False)["input_ids"])
+        if need is not None and len(ids) >= need:
+            break
+    return ids
 
 
 def prepare(
@@ -229,11 +268,14 @@ def prepare(
         n_eval = eval_examples or len(raw.eval_texts)
         eval_ids = _tokenize(tokenizer, raw.eval_texts[:n_eval], seq_len)
         return TaskData(train, eval_ids, raw.eval_labels[:n_eval], raw.data_note, raw.source)
-    blocks = _blocks(tokenizer, raw.train_texts[0], seq_len)
+    convention = task.perplexity_convention
+    blocks = _blocks(tokenizer, raw.train_texts[0], seq_len, convention=convention)
     if task.train_examples is not None:
         blocks = blocks[: task.train_examples]
     if not blocks:
         raise ConfigError(f"task wikitext2: training text is shorter than one block of {seq_len} tokens")
     train = Batches(blocks, None, pad, batch_size, seed, causal=True)
-    eval_blocks = _blocks(tokenizer, raw.eval_texts[0], seq_len, limit_tokens=eval_tokens)
+    eval_blocks = _blocks(
+        tokenizer, raw.eval_texts[0], seq_len, limit_tokens=eval_tokens, convention=convention
+    )
     return TaskData(train, eval_blocks, None, raw.data_note, raw.source)

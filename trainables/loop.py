@@ -21,6 +21,7 @@ import torch
 from trainables import adapters, data, metrics, models
 from trainables.config import TrialConfig
 from trainables.devices import pick_device, resolve_compute_dtype, torch_dtype
+from trainables.divergence import divergence_reason
 from trainables.errors import TrialFailed
 from trainables.memory import MB, PeakMeter, arch_from_model, estimate, release_device_memory
 from trainables.quantize import quantize_model
@@ -196,6 +197,8 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
     warmup = int(cfg.training.warmup_ratio * p.steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, p.steps)
     is_adalora = cfg.adapter.method == "adalora"
+    penalty_of = adapters.orth_penalty(model)  # AdaLoRA adds it to `.loss`; the task loss is logged apart
+    task_losses: list[float] = []
     model.train()
     batches = p.task_data.train.iterate()
     tokens = 0
@@ -209,6 +212,8 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
             raise TrialFailed(
                 f"non-finite loss ({loss.item()}) at step {step}; lower training.lr or check the data"
             )
+        penalty = penalty_of() if penalty_of is not None else None  # the weights the loss saw
+        task_losses.append(float(loss.item()) - (penalty or 0.0))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.training.max_grad_norm)
         optimizer.step()
@@ -222,11 +227,14 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
             cfg.training.eval_every is not None and step % cfg.training.eval_every == 0 and step < p.steps
         )
         if step % cfg.training.log_every == 0 or step == p.steps or eval_now:
-            value = float(loss.item())
+            value = task_losses[-1]
             result.loss_curve.append((step, round(value, 5)))
+            if penalty is not None:
+                result.penalty_curve.append((step, round(penalty, 5)))
             info: dict[str, Any] = {
                 "step": step,
                 "train_loss": value,
+                **({"orth_penalty": penalty} if penalty is not None else {}),
                 "tokens": tokens,
                 "elapsed_s": time.perf_counter() - start,
             }
@@ -243,6 +251,10 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
     result.train_tokens = tokens
     result.tokens_per_s = round(tokens / result.train_time_s, 1) if result.train_time_s > 0 else 0.0
     result.final_train_loss = result.loss_curve[-1][1] if result.loss_curve else None
+    result.final_orth_penalty = result.penalty_curve[-1][1] if result.penalty_curve else None
+    reason = divergence_reason(task_losses, cfg.training.divergence_factor)
+    if reason is not None:  # still evaluated: its metrics are kept for the record, off the fronts
+        result.status, result.error = TrialStatus.DIVERGED, reason
     final = adapters.ranks_by_layer(adapters.active_ranks(model), p.prefix, p.num_layers)
     result.module_ranks = adapters.active_ranks(model)
     result.ranks_per_layer = [_mean(r) for r in final]

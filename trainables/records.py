@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = [
     "device",
     "memory_measure",
     "data_note",
+    "perplexity_convention",
 ]
 
 
@@ -125,6 +126,7 @@ def flatten(trial_id: str, cfg: TrialConfig, result: TrialResult) -> dict[str, A
         "device": result.device,
         "memory_measure": result.memory_measure,
         "data_note": result.data_note,
+        "perplexity_convention": result.perplexity_convention,
     }
 
 

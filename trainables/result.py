@@ -19,6 +19,9 @@ class TrialStatus(str, enum.Enum):
     """Stopped early by a scheduler (ASHA): its metrics are partial and kept off Pareto fronts."""
     INFEASIBLE = "infeasible"
     """Never trained: the memory model predicted it over the budget."""
+    DIVERGED = "diverged"
+    """Trained to the end, but its training loss ended far above its start (`trainables.divergence`): its metrics
+    are kept for the record, `error` says why, and it is kept off Pareto fronts."""
 
 
 @dataclass
@@ -34,6 +37,10 @@ class TrialResult:
     perplexity: float | None = None
     eval_loss: float | None = None
     final_train_loss: float | None = None
+    """Task loss of the last logged step (AdaLoRA: without its orthogonality penalty, see `final_orth_penalty`)."""
+    final_orth_penalty: float | None = None
+    """AdaLoRA: the orthogonality term (orth_reg_weight x regulariser) PEFT added to the optimized loss at the last
+    logged step; None for LoRA."""
     steps: int = 0
     trainable_params: int = 0
     total_params: int = 0
@@ -69,22 +76,35 @@ class TrialResult:
     initial_total_rank: int = 0
     module_ranks: dict[str, int] = field(default_factory=dict)
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    """(step, task loss) at every logged step: comparable across LoRA and AdaLoRA."""
+    penalty_curve: list[tuple[int, float]] = field(default_factory=list)
+    """AdaLoRA: (step, orthogonality term added to the optimized loss) at every logged step; empty for LoRA."""
     device: str = ""
     data_note: str = ""
+    perplexity_convention: str = ""
+    """WikiText-2: how the text became blocks (`trainables.config.PERPLEXITY_CONVENTIONS`): `joined` (as released,
+    the common definition) or `lines` (line by line, blank lines dropped); empty for SST-2."""
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["status"] = self.status.value
         data["loss_curve"] = [list(p) for p in self.loss_curve]
+        data["penalty_curve"] = [list(p) for p in self.penalty_curve]
         return data
 
     @classmethod
     def of(cls, cfg: TrialConfig, **fields: Any) -> TrialResult:
         """A result naming the trial's task, model, config id and task metric, with `fields` set."""
         metric = "accuracy" if cfg.task.name == "sst2" else "perplexity"
+        convention = cfg.task.perplexity_convention if metric == "perplexity" else ""
         return cls(
-            task=cfg.task.name, model=cfg.model.name, config_id=cfg.config_id, metric_name=metric, **fields
+            task=cfg.task.name,
+            model=cfg.model.name,
+            config_id=cfg.config_id,
+            metric_name=metric,
+            perplexity_convention=convention,
+            **fields,
         )
 
     @classmethod
@@ -93,6 +113,7 @@ class TrialResult:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["status"] = TrialStatus(kwargs.get("status", "completed"))
         kwargs["loss_curve"] = [tuple(p) for p in kwargs.get("loss_curve", [])]
+        kwargs["penalty_curve"] = [tuple(p) for p in kwargs.get("penalty_curve", [])]
         return cls(**kwargs)
 
     @property

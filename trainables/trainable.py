@@ -96,7 +96,7 @@ def train_trial(config: dict[str, Any]) -> None:
             "steps": info["step"],
             "train_loss": info["train_loss"],
         }
-        for key in ("accuracy", "perplexity"):
+        for key in ("accuracy", "perplexity", "orth_penalty"):  # orth_penalty: AdaLoRA, apart from train_loss
             if key in info:
                 row[key] = info[key]
         tune.report(row)

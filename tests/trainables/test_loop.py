@@ -141,3 +141,39 @@ def test_device_auto_prefers_mps_then_cuda(monkeypatch):
     assert loop.pick_device("auto").type == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert loop.pick_device("auto").type == "cpu"
+
+
+def test_adalora_logs_its_task_loss_and_the_penalty_apart(tiny_data):
+    """AdaLoRA's `.loss` includes its orthogonality term; the logged loss must not (issue 13 item 4). At step 1
+    LoRA (B = 0) and AdaLoRA (E = 0) both compute the base model's output, so their task losses are equal."""
+    training = {"max_steps": 3, "log_every": 1}
+    lora = loop.fit(tiny_cfg(tiny_data, training=training))
+    ada = loop.fit(
+        tiny_cfg(tiny_data, training=training, adapter={"method": "adalora", "tinit": 0, "tfinal": 1})
+    )
+    assert ada.status is TrialStatus.COMPLETED, ada.error
+    assert ada.loss_curve[0][1] == pytest.approx(lora.loss_curve[0][1], abs=1e-4)
+    assert ada.penalty_curve[0][0] == 1 and ada.penalty_curve[0][1] > 0.5  # 0.5 x ||P P^T - I||, P near 0
+    assert ada.final_orth_penalty == ada.penalty_curve[-1][1] and not lora.penalty_curve
+
+
+def test_orth_penalty_is_what_peft_adds_to_the_loss(tiny_data):
+    p = loop.prepare(tiny_cfg(tiny_data, adapter={"method": "adalora", "orth_reg_weight": 0.3}))
+    p.model.eval()
+    batch = next(p.task_data.train.iterate())
+    with torch.no_grad():
+        total = float(p.model(**batch).loss)
+        labels = batch.pop("labels")
+        task = float(torch.nn.functional.cross_entropy(p.model(**batch).logits, labels))
+    assert total - task == pytest.approx(adapters.orth_penalty(p.model)(), rel=1e-4)
+    assert adapters.orth_penalty(loop.prepare(tiny_cfg(tiny_data)).model) is None
+
+
+def test_a_diverged_run_gets_its_own_status_and_keeps_its_metrics(tiny_data):
+    """lr=10 on SST-2: loss 0.70 -> ~20; it used to count as completed (issue 13 item 9)."""
+    result = loop.fit(tiny_cfg(tiny_data, training={"lr": 10.0}))
+    assert result.status is TrialStatus.DIVERGED
+    assert result.error.startswith("diverged: training loss rose from") and "training.lr" in result.error
+    assert result.accuracy is not None and result.eval_loss is not None
+    off = loop.fit(tiny_cfg(tiny_data, training={"lr": 10.0, "divergence_factor": None}))
+    assert off.status is TrialStatus.COMPLETED and off.accuracy == result.accuracy
