@@ -14,7 +14,7 @@ knows about. If the summary's ids and Tune's ids share nothing, the source with 
 
 A trial read from Tune's folder gets its status from its last reported row:
 
-- `failed` / `infeasible` / `stopped` as reported;
+- `failed` / `infeasible` / `stopped` / `diverged` as reported;
 - `completed` only if that row is a final one: it has a task metric (accuracy or perplexity) and, when the
   trial's `params.json` fixes the number of steps (`training.max_steps`, no `epochs`), `steps` reached it;
 - otherwise the trial reported intermediate rows only (stopped early by ASHA, or interrupted): `stopped`, or
@@ -122,7 +122,7 @@ def load_results(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
     Columns (see `COLUMNS`): `source` (folder name), `kind` (grid / pareto from experiment.json, else
     unknown), `trial_number`, every summary column (`status` is a categorical of completed / failed / stopped
-    / infeasible; `bits_per_layer` like "8,4,4,4,4,8", `ranks_per_layer` like "4,4,8,8" or "3.5,4.25",
+    / infeasible / diverged; `bits_per_layer` like "8,4,4,4,4,8", `ranks_per_layer` like "4,4,8,8" or "3.5,4.25",
     `mean_bits` bits per weight, `total_rank`), `n_layers`, `origin` (summary / all_results / tune: where the
     row came from) and `tune_iterations` (reports Tune logged for the trial). Raises `ConfigError` for a
     missing or empty folder.

@@ -184,12 +184,18 @@ def orth_penalty(model: nn.Module) -> Callable[[], float] | None:
     def penalty() -> float:
         if not params or weight == 0:
             return 0.0
-        norms = []
-        for p, is_a in params:
-            cov = p @ p.T if is_a else p.T @ p
-            norms.append(
-                torch.linalg.matrix_norm(cov - torch.eye(*cov.size(), dtype=cov.dtype, device=cov.device))
+        covs = [p @ p.T if is_a else p.T @ p for p, is_a in params]  # r x r each
+        if len({c.shape for c in covs}) == 1:  # AdaLoRA keeps init_r everywhere: one batched norm
+            stacked = torch.stack(covs)
+            eye = torch.eye(stacked.size(-1), dtype=stacked.dtype, device=stacked.device)
+            norms = torch.linalg.matrix_norm(stacked - eye)
+        else:
+            norms = torch.stack(
+                [
+                    torch.linalg.matrix_norm(c - torch.eye(len(c), dtype=c.dtype, device=c.device))
+                    for c in covs
+                ]
             )
-        return weight * float(torch.stack(norms).float().mean())  # one device sync
+        return weight * float(norms.float().mean())  # one device sync
 
     return penalty

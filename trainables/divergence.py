@@ -20,15 +20,21 @@ FINAL_SHARE = 0.1
 """Share of the steps at the end whose mean loss is compared with the first step's."""
 
 
+def final_window(steps: int) -> int:
+    """Number of final steps whose mean loss is compared with the first step's (at least 1)."""
+    return max(1, math.ceil(FINAL_SHARE * steps))
+
+
 def divergence_reason(losses: Sequence[float], factor: float | None) -> str | None:
     """One line saying why the run diverged, or None when it did not (or `factor` is None: the check is off).
 
-    `losses`: the task loss of every optimizer step in order (length = steps, at least 1). `factor`: > 1.
+    `losses`: the task loss of every optimizer step in order (length = steps); only the first one and the last
+    `final_window(steps)` are read (the others may be NaN). `factor`: > 1.
     """
     if factor is None or not losses:
         return None
     start = float(losses[0])
-    window = max(1, math.ceil(FINAL_SHARE * len(losses)))
+    window = final_window(len(losses))
     final = sum(losses[-window:]) / window
     if final > factor * start:
         return (

@@ -21,7 +21,7 @@ import torch
 from trainables import adapters, data, metrics, models
 from trainables.config import TrialConfig
 from trainables.devices import pick_device, resolve_compute_dtype, torch_dtype
-from trainables.divergence import divergence_reason
+from trainables.divergence import divergence_reason, final_window
 from trainables.errors import TrialFailed
 from trainables.memory import MB, PeakMeter, arch_from_model, estimate, release_device_memory
 from trainables.quantize import quantize_model
@@ -198,7 +198,8 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, p.steps)
     is_adalora = cfg.adapter.method == "adalora"
     penalty_of = adapters.orth_penalty(model)  # AdaLoRA adds it to `.loss`; the task loss is logged apart
-    task_losses: list[float] = []
+    task_losses: list[float] = []  # NaN where AdaLoRA's penalty was not computed (neither logged nor read)
+    window_from = p.steps - final_window(p.steps)
     model.train()
     batches = p.task_data.train.iterate()
     tokens = 0
@@ -212,8 +213,17 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
             raise TrialFailed(
                 f"non-finite loss ({loss.item()}) at step {step}; lower training.lr or check the data"
             )
-        penalty = penalty_of() if penalty_of is not None else None  # the weights the loss saw
-        task_losses.append(float(loss.item()) - (penalty or 0.0))
+        penalty_now = penalty_of is not None and (
+            step == 1
+            or step > window_from
+            or step % cfg.training.log_every == 0
+            or step % (cfg.training.eval_every or p.steps) == 0
+        )  # only the steps logging and the divergence check read (measured at 0.1-2% of a step)
+        penalty = penalty_of() if penalty_now else None  # on the weights the loss saw
+        total = float(loss.item())
+        task_losses.append(
+            total - penalty if penalty is not None else total if penalty_of is None else math.nan
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.training.max_grad_norm)
         optimizer.step()

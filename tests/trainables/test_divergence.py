@@ -38,3 +38,9 @@ def test_diverged_status_round_trips():
     result = TrialResult(status=TrialStatus.DIVERGED, error="diverged: ...", penalty_curve=[(1, 0.5)])
     back = TrialResult.from_dict(result.to_dict())
     assert back.status is TrialStatus.DIVERGED and back.penalty_curve == [(1, 0.5)]
+
+
+def test_only_the_first_step_and_the_final_window_are_read():
+    nan = float("nan")  # AdaLoRA steps whose penalty was not computed
+    assert divergence_reason([0.7] + [nan] * 88 + [100.0] * 10, 2.0) is not None
+    assert divergence_reason([0.7] + [nan] * 88 + [0.4] * 10, 2.0) is None

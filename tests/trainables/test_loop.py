@@ -93,6 +93,9 @@ def test_adalora_ends_with_fewer_active_ranks(tiny_data):
     assert result.initial_total_rank == 12 * 8
     assert 0 < result.total_rank < result.initial_total_rank
     assert result.total_rank <= 12 * 2 + 1  # the budget is pruned to about target_r per module
+    # the penalty is computed on logged steps only (log_every=2): every logged task loss is known
+    assert [s for s, _ in result.penalty_curve] == [s for s, _ in result.loss_curve] == list(range(2, 17, 2))
+    assert not any(math.isnan(v) for _, v in result.loss_curve)
 
 
 def test_non_finite_loss_stops_the_trial_at_once(tiny_data, monkeypatch):
