@@ -12,6 +12,9 @@ from typing import Any
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
 
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+"""Optuna samplers of `rankbits pareto --sampler` (built in search.searcher.make_sampler)."""
+
 
 def add_data_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag, add_set_flag, apply_overrides
+from search.common import SAMPLERS, add_data_flag, add_set_flag, apply_overrides
 from search.grid_cmd import add_experiment_flags, root_of
-from search.searcher import SAMPLERS
 from spaces.grid import TASK_MODELS, TASK_TRAINING
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError

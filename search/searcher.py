@@ -16,10 +16,10 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from search.common import SAMPLERS  # declared beside the CLI flags, so --help needs no Ray
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
 WORST = {"accuracy": 0.0, "perplexity": 1e9}
 
 
