@@ -68,13 +68,13 @@ def given_flags(argv: list[str]) -> set[str]:
     parser = build_parser(argv)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for subparser in sub.choices.values():
-        subparser.set_defaults(**{k: argparse.SUPPRESS for k in subparser._defaults})
         for action in subparser._actions:
             action.default = argparse.SUPPRESS
     try:
-        return set(vars(parser.parse_args(argv))) - {"command"}
+        typed = vars(parser.parse_args(argv))
     except SystemExit:  # pragma: no cover - the first parse already succeeded
         return set()
+    return {k for k, v in typed.items() if v != argparse.SUPPRESS and k not in ("command", "handler")}
 
 
 def _use_cluster_token() -> None:

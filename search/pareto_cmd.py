@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from search.common import SAMPLERS, add_data_flag, add_set_flag, apply_overrides
+from search.common import SAMPLERS, SpecFlag, add_data_flag, add_set_flag, adopt_spec, apply_overrides
 from search.grid_cmd import add_experiment_flags, root_of
 from spaces.grid import TASK_MODELS, TASK_TRAINING
 from trainables.config import TASKS, TrialConfig
@@ -94,6 +94,33 @@ def smallest_peak_mb(arch: Any, base: TrialConfig, num_layers: int, device_kind:
     return estimate(arch, cheapest, device_kind).total_mb
 
 
+def _objectives_spec(text: str | None) -> dict[str, str] | None:
+    from analysis.objectives import parse_objectives
+
+    return None if text is None else parse_objectives(text)
+
+
+PARETO_FLAGS = [
+    SpecFlag("task", lambda s: s["task"]),
+    SpecFlag("model", lambda s: s["model"]),
+    SpecFlag(
+        "objectives",
+        lambda s: s["objectives"],
+        lambda o: ",".join(f"{k}:{v}" for k, v in o.items()),
+        _objectives_spec,
+    ),
+    SpecFlag("sampler", lambda s: s["sampler"]),
+    SpecFlag("seed", lambda s: s["seed"]),
+    SpecFlag("memory_budget_mb", lambda s: s["memory_budget_mb"]),
+    SpecFlag("asha", lambda s: s["asha"]),
+    SpecFlag("max_steps", lambda s: s["max_steps"]),
+    SpecFlag("overrides", lambda s: s["overrides"], list, list),
+    SpecFlag("enqueue_grid", lambda s: s["enqueue_grid"]),
+    SpecFlag("storage", lambda s: s["storage"]),
+]
+"""What `pareto --resume` reads back from experiment.json (--trials is not recorded: a resume may extend)."""
+
+
 def handle(args: argparse.Namespace) -> int:
     import optuna
     from ray import tune
@@ -107,6 +134,7 @@ def handle(args: argparse.Namespace) -> int:
     from trainables.memory import arch_for
 
     quiet()
+    adopt_spec(args, root_of(args), PARETO_FLAGS)
     if args.trials <= 0:
         raise ConfigError(f"--trials {args.trials}: must be >= 1")
     if args.sampler not in SAMPLERS:
