@@ -138,12 +138,14 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
 def handle(args: argparse.Namespace) -> int:
     from search import results_io
     from search.launch import launch
+    from search.lock import folder_lock
 
-    adopt_spec(args, root_of(args), GRID_FLAGS)
-    cells = build_cells(args)
-    spec = spec_of(args)
-    order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
-    table = launch(args, cells, spec, order)
+    with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
+        adopt_spec(args, root_of(args), GRID_FLAGS)
+        cells = build_cells(args)
+        spec = spec_of(args)
+        order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
+        table = launch(args, cells, spec, order)
     return 0 if any(r["status"] == "completed" for r in table) or not table else 1
 
 

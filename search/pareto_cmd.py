@@ -122,6 +122,13 @@ PARETO_FLAGS = [
 
 
 def handle(args: argparse.Namespace) -> int:
+    from search.lock import folder_lock
+
+    with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
+        return _search(args)
+
+
+def _search(args: argparse.Namespace) -> int:
     import optuna
     from ray import tune
 
