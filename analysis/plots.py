@@ -41,7 +41,7 @@ AXIS_LABELS = {
     "trainable_params": "trainable parameters",
     "train_time_s": "train time (s)",
 }
-STATUS_MARKERS = {"completed": "o", "stopped": "s", "failed": "x", "infeasible": "^"}
+STATUS_MARKERS = {"completed": "o", "stopped": "s", "failed": "x", "infeasible": "^", "interrupted": "v"}
 
 
 class ParetoScatterData(NamedTuple):

@@ -42,9 +42,9 @@ import pandas as pd
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.records import SUMMARY_COLUMNS, flatten, lora_strategy, quantization_label
-from trainables.result import TrialResult
+from trainables.result import TrialResult, TrialStatus
 
-STATUSES = ("completed", "failed", "stopped", "infeasible")
+STATUSES = tuple(s.value for s in TrialStatus)
 STATUS_DTYPE = pd.CategoricalDtype(list(STATUSES))
 """Unordered categorical; `df.status == "completed"` keeps the trials that count on a front."""
 

@@ -50,7 +50,16 @@ def launch(
     from ray import tune
 
     from search.grid_cmd import root_of
-    from search.tuner import build_or_restore, init_ray, make_callbacks, quiet, reuse_workers
+    from search.tuner import (
+        build_or_restore,
+        clear_interrupted,
+        fit_tuner,
+        init_ray,
+        make_callbacks,
+        plan_progress,
+        quiet,
+        reuse_workers,
+    )
 
     quiet()
     if args.max_concurrent is not None and args.max_concurrent <= 0:
@@ -71,14 +80,15 @@ def launch(
         and results_io.tune_dir(root).exists()
         and tune.Tuner.can_restore(str(results_io.tune_dir(root)))
     )
-    todo = cells
-    if not restorable:  # cells finished by a run that died before Tune saved its state are not run again
-        finished = {_key_of(e) for e in results_io.collect(root) if e["result"]["status"] == "completed"}
-        todo = [
-            c
-            for c in cells
-            if results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) not in finished
-        ]
+    # Not run again: completed cells (also those of a run that died before Tune saved its state); a restored
+    # Tuner also keeps its failed and infeasible trials and reruns only the unfinished ones.
+    kept = ("completed", "failed", "infeasible") if restorable else ("completed",)
+    status = {_key_of(e): e["result"]["status"] for e in results_io.collect(root)} if resuming else {}
+    todo = [
+        c
+        for c in cells
+        if status.get(results_io.cell_key(c.config_id or "", c.task.name, c.training.seed)) not in kept
+    ]
     prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent)
     print(
         f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
@@ -86,6 +96,9 @@ def launch(
         flush=True,
     )
     if todo:
+        plan_progress(len(todo))
+        if restorable:
+            clear_interrupted(root)
         tune_config = tune.TuneConfig(
             num_samples=1,
             max_concurrent_trials=concurrency,
@@ -99,7 +112,7 @@ def launch(
             make_callbacks(root, order, len(todo)),
             resume=restorable,
         )
-        tuner.fit()
+        fit_tuner(tuner, root, order)  # Ctrl-C: interrupted trials marked, summary written, KeyboardInterrupt
     table = results_io.write_summary(root, order)
     print()
     print(results_io.table_text(table))

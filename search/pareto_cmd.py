@@ -135,7 +135,18 @@ def _search(args: argparse.Namespace) -> int:
     from search import results_io
     from search.resources import detect_device, max_concurrency
     from search.searcher import RankbitsOptunaSearch, make_sampler, make_space, make_storage
-    from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, reuse_workers, trial_dirname
+    from search.tuner import (
+        clear_interrupted,
+        fit_tuner,
+        init_ray,
+        make_callbacks,
+        new_tuner,
+        plan_progress,
+        quiet,
+        restore,
+        reuse_workers,
+        trial_dirname,
+    )
     from spaces.pareto import grid_points
     from trainables.checks import preflight
     from trainables.memory import arch_for
@@ -188,7 +199,8 @@ def _search(args: argparse.Namespace) -> int:
     latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
     if resuming and latest and tune.Tuner.can_restore(str(latest[-1])):
         print(f"rankbits: continuing {latest[-1]}", flush=True)
-        restore(latest[-1]).fit()
+        plan_progress(clear_interrupted(root))
+        fit_tuner(restore(latest[-1]), root, None)
     done = len(results_io.collect(root))
     remaining = args.trials - done
     print(
@@ -242,7 +254,8 @@ def _search(args: argparse.Namespace) -> int:
             reuse_actors=reuse_workers(device),
         )
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
-        tuner.fit()
+        plan_progress(remaining)
+        fit_tuner(tuner, root, None)
     return finish(root, objectives)
 
 

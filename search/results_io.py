@@ -30,6 +30,8 @@ from trainables.trainable import read_trial_file
 
 TUNE_DIR = "tune"
 SPEC_FILE = "experiment.json"
+INTERRUPTED_FILE = "interrupted"
+"""Left in a trial folder by the driver when Ctrl-C cut the trial short (search.tuner.fit_tuner)."""
 
 
 def tune_dir(root: Path) -> Path:
@@ -154,6 +156,8 @@ def _from_tune_files(trial_dir: Path) -> dict[str, Any] | None:
         return None
     last = _last_report(trial_dir)
     if not error_file.is_file():
+        if (trial_dir / INTERRUPTED_FILE).is_file():
+            return _stopped_entry(trial_dir, params, last or {}, TrialStatus.INTERRUPTED)
         if last is None or last.get("status") != "running":
             return None
         return _stopped_entry(trial_dir, params, last)
@@ -190,7 +194,9 @@ def _last_report(trial_dir: Path) -> dict[str, Any] | None:
     return last
 
 
-def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[str, Any] | None:
+def _stopped_entry(
+    trial_dir: Path, params: Path, last: dict[str, Any], status: TrialStatus = TrialStatus.STOPPED
+) -> dict[str, Any] | None:
     try:
         from trainables.trainable import trial_config
 
@@ -199,8 +205,12 @@ def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[
         return None
     result = TrialResult.of(
         cfg,
-        status=TrialStatus.STOPPED,
-        error=f"stopped early at step {last.get('steps')}",
+        status=status,
+        error=(
+            f"stopped early at step {last.get('steps')}"
+            if status is TrialStatus.STOPPED
+            else f"interrupted at step {last.get('steps') or 0}; rerun with --resume"
+        ),
         accuracy=last.get("accuracy"),
         perplexity=last.get("perplexity"),
         steps=int(last.get("steps") or 0),

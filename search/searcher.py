@@ -88,6 +88,7 @@ def space(
         "memory_fraction": res.memory_fraction,
         "forked": res.forked,
         "resources": res.ray_request(True),
+        "study_trial": trial.number,  # progress lines name trials by their study number
     }
 
 

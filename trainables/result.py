@@ -19,6 +19,8 @@ class TrialStatus(str, enum.Enum):
     """Stopped early by a scheduler (ASHA): its metrics are partial and kept off Pareto fronts."""
     INFEASIBLE = "infeasible"
     """Never trained: the memory model predicted it over the budget."""
+    INTERRUPTED = "interrupted"
+    """Cut short by Ctrl-C; `--resume` runs it again. What it had not measured is left blank."""
 
 
 @dataclass

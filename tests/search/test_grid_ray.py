@@ -294,14 +294,31 @@ def test_ctrl_c_then_resume_keeps_every_finished_trial_once(tiny_data, tmp_path)
         time.sleep(0.5)
     driver.send_signal(signal.SIGINT)
     try:
-        driver.communicate(timeout=120)
+        out, _ = driver.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         driver.kill()
         pytest.fail("the grid did not stop on Ctrl-C")
-    finished = {r["trial_id"]: r["accuracy"] for r in summary(root) if r["status"] == "completed"}
+    assert driver.returncode == 130, out[-3000:]  # the interrupt's status, and the hint the README promises
+    assert "interrupted; completed trials are kept, rerun with --resume to finish" in out
+    rows = summary(root)
+    finished = {r["trial_id"]: r["accuracy"] for r in rows if r["status"] == "completed"}
     assert finished
-    proc = rankbits(args[3:] + ["--resume"], data_dir=tiny_data, timeout=600)
+    interrupted = [r for r in rows if r["status"] == "interrupted"]
+    assert interrupted and not [r for r in rows if r["status"] == "stopped"], rows
+    for r in interrupted:  # blanks, not zeros, for what it never measured
+        assert r["trainable_params"] == r["train_time_s"] == r["weight_memory_mb"] == "", r
+        assert "--resume" in r["error"]
+    left = 4 - len(finished)
+    # resume as the README writes it: the name alone, every setting read from experiment.json
+    proc = rankbits(
+        ["grid", "--results-dir", str(tmp_path), "--name", "gint", "--resume"],
+        data_dir=tiny_data,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"4 trials ({left} to run)" in proc.stdout and f"({left}/{left})" in proc.stdout, proc.stdout[
+        -3000:
+    ]
     after = summary(root)
     assert len(after) == 4 and all(r["status"] == "completed" for r in after)
     assert len({(r["config_id"], r["seed"]) for r in after}) == 4
