@@ -67,7 +67,8 @@ def apply_overrides(cfg: TrialConfig, overrides: list[str]) -> TrialConfig:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write through a temporary file in the same folder and rename: a kill never leaves a half-written file.
-    Secret values from the environment (.env tokens) are redacted."""
+    Secret values from the environment (.env tokens) are redacted. The file gets the mode a plain `open` would
+    give it (0666 less the umask), not the temporary file's 0600."""
     from search.envfile import redact
 
     text = redact(text)
@@ -79,10 +80,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
