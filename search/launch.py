@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from search import results_io
 from search.resources import detect_device, max_concurrency, plan_trial
@@ -42,6 +43,84 @@ def resource_cells(
             }
         )
     return out, concurrency
+
+
+class TimePrediction(NamedTuple):
+    seconds: float | None
+    """Predicted wall time of the trials run one after another (None: no earlier trial to time them by)."""
+    timed: int
+    """Trials with an earlier trial of the same model, task and device kind to time them by."""
+    samples: int
+    """Earlier completed trials read."""
+
+
+def predict_time(results_dir: Path, cells: list[TrialConfig], device_kind: str) -> TimePrediction:
+    """Seconds the `cells` take one after another, from the completed trials in `results_dir/*/all_results.json`
+    of the same model, task and device kind: their training seconds per token of batch x sequence length (median)
+    times this trial's steps x batch x sequence length, plus their load and evaluation time (median).
+    Trials with no such earlier trial are left out of the sum (`timed` counts the others)."""
+    import json
+    import statistics
+
+    rates: dict[tuple[str, str], list[float]] = {}
+    overheads: dict[tuple[str, str], list[float]] = {}
+    samples = 0
+    for path in sorted(Path(results_dir).glob("*/all_results.json")):
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for e in entries if isinstance(entries, list) else []:
+            try:
+                cfg, r = e["config"], e["result"]
+                if r["status"] != "completed" or r.get("device") != device_kind or not r["steps"]:
+                    continue
+                key = (cfg["model"]["name"], cfg["task"]["name"])
+                work = r["steps"] * cfg["training"]["batch_size"] * cfg["training"]["seq_len"]
+                rates.setdefault(key, []).append(r["train_time_s"] / work)
+                overheads.setdefault(key, []).append(r.get("load_time_s", 0.0) + r.get("eval_time_s", 0.0))
+                samples += 1
+            except (KeyError, TypeError, ZeroDivisionError):
+                continue
+    total, timed = 0.0, 0
+    for c in cells:
+        key = (c.model.name, c.task.name)
+        if key not in rates:
+            continue
+        steps = c.training.max_steps or 0
+        total += statistics.median(rates[key]) * steps * c.training.batch_size * c.training.seq_len
+        total += statistics.median(overheads[key])
+        timed += 1
+    return TimePrediction(total if timed else None, timed, samples)
+
+
+def plan_text(
+    cells: list[TrialConfig], todo: list[TrialConfig], concurrency: int, when: TimePrediction
+) -> str:
+    """What will run, before it runs: per task the model, steps and batch, and the predicted time."""
+    lines = []
+    for task in dict.fromkeys(c.task.name for c in todo):
+        mine = [c for c in todo if c.task.name == task]
+        t = mine[0].training
+        lines.append(
+            f"  {task}: {len(mine)} trials of {mine[0].model.name}, {t.max_steps} steps x batch {t.batch_size} "
+            f"x {t.seq_len} tokens"
+        )
+    if not todo:
+        lines.append("  nothing left to run")
+    elif when.seconds is None:
+        lines.append(
+            "  predicted time: unknown (no earlier completed trial of these models here to time them by); "
+            "the progress lines follow every trial"
+        )
+    else:
+        minutes = when.seconds / max(1, min(concurrency, len(todo))) / 60
+        note = "" if when.timed == len(todo) else f", {len(todo) - when.timed} trials untimed"
+        lines.append(
+            f"  predicted time: ~{minutes:.0f} min at up to {concurrency} at once (from {when.samples} earlier "
+            f"trials{note})"
+        )
+    return "\n".join(lines)
 
 
 def launch(
@@ -95,6 +174,7 @@ def launch(
         f"memory budget {device.memory_mb:.0f} MB -> {root}",
         flush=True,
     )
+    print(plan_text(cells, todo, concurrency, predict_time(root.parent, todo, device.kind)), flush=True)
     if todo:
         plan_progress(len(todo))
         if restorable:
