@@ -275,6 +275,7 @@ def cell_key(config_id: str, task: str, seed: int) -> str:
 def table_text(table: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table for the terminal."""
     cols = [
+        "trial_id",
         "config_id",
         "task",
         "seed",
@@ -287,8 +288,11 @@ def table_text(table: list[dict[str, Any]]) -> str:
         "weight_memory_mb",
         "train_time_s",
         "tokens_per_s",
+        "bits_per_layer",
+        "ranks_per_layer",
     ]
     heads = [
+        "trial",
         "config",
         "task",
         "seed",
@@ -301,6 +305,8 @@ def table_text(table: list[dict[str, Any]]) -> str:
         "weights MB",
         "time s",
         "tok/s",
+        "bits",
+        "ranks",
     ]
 
     def fmt(v: Any) -> str:
