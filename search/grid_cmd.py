@@ -140,11 +140,11 @@ def handle(args: argparse.Namespace) -> int:
     from search.launch import launch
     from search.lock import folder_lock
 
+    adopt_spec(args, root_of(args), GRID_FLAGS)
+    cells = build_cells(args)  # bad input is refused before anything is written, the lock file included
+    spec = spec_of(args)
+    order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
     with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
-        adopt_spec(args, root_of(args), GRID_FLAGS)
-        cells = build_cells(args)
-        spec = spec_of(args)
-        order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
         table = launch(args, cells, spec, order)
     return 0 if any(r["status"] == "completed" for r in table) or not table else 1
 
