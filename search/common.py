@@ -102,12 +102,14 @@ class SpecFlag:
     """One CLI flag recorded in `experiment.json`, so that `--resume` can restore it.
 
     `dest` is the argparse destination; `read(spec)` is the recorded value in spec form; `to_arg(value)` turns it
-    back into what the flag holds; `to_spec(arg)` turns a typed flag into spec form (for comparing)."""
+    back into what the flag holds; `to_spec(arg)` turns a typed flag into spec form (for comparing);
+    `must_match=False`: a typed value may differ (pareto's --trials extends a search)."""
 
     dest: str
     read: Callable[[dict[str, Any]], Any]
     to_arg: Callable[[Any], Any] = lambda v: v  # noqa: E731
     to_spec: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    must_match: bool = True
 
     def __post_init__(self) -> None:
         if not self.dest.isidentifier():
@@ -137,7 +139,7 @@ def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> N
             setattr(args, flag.dest, flag.to_arg(recorded))
             continue
         typed = getattr(args, flag.dest)
-        if flag.to_spec(typed) != recorded:
+        if flag.must_match and flag.to_spec(typed) != recorded:
             diffs.append(
                 f"--{flag.dest.replace('_', '-')} {typed!r} (the run used {flag.to_arg(recorded)!r})"
             )

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from search.common import SAMPLERS, SpecFlag, add_data_flag, add_set_flag, adopt_spec, apply_overrides
+from search.common import (
+    SAMPLERS,
+    SpecFlag,
+    add_data_flag,
+    add_set_flag,
+    adopt_spec,
+    apply_overrides,
+    atomic_write_json,
+)
 from search.grid_cmd import add_experiment_flags, root_of
 from spaces.grid import TASK_MODELS, TASK_TRAINING
 from trainables.config import TASKS, TrialConfig
@@ -117,8 +126,9 @@ PARETO_FLAGS = [
     SpecFlag("overrides", lambda s: s["overrides"], list, list),
     SpecFlag("enqueue_grid", lambda s: s["enqueue_grid"]),
     SpecFlag("storage", lambda s: s["storage"]),
+    SpecFlag("trials", lambda s: s["trials"], must_match=False),
 ]
-"""What `pareto --resume` reads back from experiment.json (--trials is not recorded: a resume may extend)."""
+"""What `pareto --resume` reads back from experiment.json (--trials given again may differ: it extends)."""
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -184,6 +194,7 @@ def _search(args: argparse.Namespace) -> int:
         "overrides": list(args.overrides),
         "enqueue_grid": args.enqueue_grid,
         "storage": args.storage,
+        "trials": args.trials,
     }
     if args.storage:
         make_storage(args.storage)  # a bad URL fails before anything is written
@@ -191,6 +202,9 @@ def _search(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     if not resuming:
         results_io.write_spec(root, spec)
+    else:  # the target may have been extended: a later bare --resume continues to this one
+        recorded = json.loads((root / results_io.SPEC_FILE).read_text())
+        atomic_write_json(root / results_io.SPEC_FILE, {**recorded, "trials": args.trials})
     storage = make_storage(storage_url)
     init_ray(device, args.ray_address)
     # as many trials at once as copies of the smallest predicted trial fit (a search has args.trials of them)

@@ -69,13 +69,17 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
     return False
 
 
+NOT_COMPARED = ("created", "resumed", "ray_address", "trials")
+"""experiment.json keys a rerun may change (`trials`: a Pareto search may be extended)."""
+
+
 def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k not in ("created", "resumed", "ray_address")}
+    return {k: v for k, v in spec.items() if k not in NOT_COMPARED}
 
 
 def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in sorted(set(old) | set(new)):
-        if key in ("created", "resumed", "ray_address"):
+        if key in NOT_COMPARED:
             continue
         if old.get(key) != new.get(key):
             return f"{key}: was {old.get(key)!r}, now {new.get(key)!r}"

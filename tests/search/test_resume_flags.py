@@ -81,6 +81,7 @@ def test_pareto_resume_with_only_the_name_takes_every_setting_from_the_experimen
         "overrides": ["training.seq_len=32"],
         "enqueue_grid": True,
         "storage": None,
+        "trials": 6,
     }
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "experiment.json").write_text(json.dumps(spec))
@@ -93,10 +94,20 @@ def test_pareto_resume_with_only_the_name_takes_every_setting_from_the_experimen
         3,
         4,
     )
-    assert args.asha and args.enqueue_grid and args.memory_budget_mb == 900.0
+    assert args.asha and args.enqueue_grid and args.memory_budget_mb == 900.0 and args.trials == 6
     assert pareto_cmd.parse_task_objectives(args.objectives, args.task) == spec["objectives"]
     bad = parsed(
         ["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--task", "sst2", "--seed", "1"]
     )
     with pytest.raises(ConfigError, match=r"--task 'sst2'.*--seed 1"):
         adopt_spec(bad, grid_cmd.root_of(bad), pareto_cmd.PARETO_FLAGS)
+
+
+def test_pareto_resume_may_extend_the_trial_count(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "experiment.json").write_text(
+        json.dumps({"kind": "pareto", "task": "sst2", "trials": 6})
+    )
+    args = parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--trials", "10"])
+    adopt_spec(args, grid_cmd.root_of(args), pareto_cmd.PARETO_FLAGS)
+    assert args.trials == 10 and args.task == "sst2"
