@@ -128,7 +128,7 @@ def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> N
         spec = json.loads((root / "experiment.json").read_text())
     except (OSError, json.JSONDecodeError):
         return
-    given = getattr(args, "given", set())
+    given: set[str] = getattr(args, "given", set())
     diffs = []
     for flag in flags:
         try:

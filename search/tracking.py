@@ -39,8 +39,9 @@ class SecretFreeWandbCallback(WandbLoggerCallback):
         if (
             not self._remote_logger_class
         ):  # Ray's own would add runtime_env={"env_vars": {WANDB_API_KEY: ...}}
-            self._remote_logger_class = ray.remote(
-                num_cpus=0, **_force_on_current_node(), max_restarts=-1, max_task_retries=-1
+            options: dict[str, Any] = dict(_force_on_current_node())  # type: ignore[arg-type]
+            self._remote_logger_class = ray.remote(  # type: ignore[assignment]
+                num_cpus=0, **options, max_restarts=-1, max_task_retries=-1
             )(EnvFileLoggingActor)
         env_file = str(Path(os.environ.get("RANKBITS_ENV_FILE", ".env")).resolve())
         super()._start_logging_actor(

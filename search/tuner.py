@@ -200,7 +200,7 @@ class ProgressCallback(Callback):
         self.done = 0
         self.start = time.time()
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, *args: Any, **info: Any) -> None:
         self.total = _PLANNED.get("total", self.total)
         self.done = 0
         self.start = time.time()
