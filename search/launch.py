@@ -94,9 +94,7 @@ def predict_time(results_dir: Path, cells: list[TrialConfig], device_kind: str) 
     return TimePrediction(total if timed else None, timed, samples)
 
 
-def plan_text(
-    cells: list[TrialConfig], todo: list[TrialConfig], concurrency: int, when: TimePrediction
-) -> str:
+def plan_text(todo: list[TrialConfig], concurrency: int, when: TimePrediction) -> str:
     """What will run, before it runs: per task the model, steps and batch, and the predicted time."""
     lines = []
     for task in dict.fromkeys(c.task.name for c in todo):
@@ -174,7 +172,7 @@ def launch(
         f"memory budget {device.memory_mb:.0f} MB -> {root}",
         flush=True,
     )
-    print(plan_text(cells, todo, concurrency, predict_time(root.parent, todo, device.kind)), flush=True)
+    print(plan_text(todo, concurrency, predict_time(root.parent, todo, device.kind)), flush=True)
     if todo:
         plan_progress(len(todo))
         if restorable:

@@ -36,7 +36,6 @@ def test_predicted_time_scales_earlier_trials_of_the_same_model_and_task(tmp_pat
     assert when.timed == 2 and when.samples == 1
     assert when.seconds == (128.0 + 3.0) + (64.0 + 3.0)
     text = plan_text(
-        [],
         [cell(steps=100), cell(steps=50)],
         2,
         predict_time(tmp_path, [cell(steps=100), cell(steps=50)], "cpu"),
@@ -49,4 +48,4 @@ def test_no_earlier_trial_says_the_time_is_unknown(tmp_path):
     earlier(tmp_path, device="cuda")  # another device kind does not count
     when = predict_time(tmp_path, [cell()], "cpu")
     assert when.seconds is None and when.timed == 0
-    assert "predicted time: unknown" in plan_text([cell()], [cell()], 1, when)
+    assert "predicted time: unknown" in plan_text([cell()], 1, when)
