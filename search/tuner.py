@@ -335,7 +335,9 @@ def fit_tuner(tuner: Any, root: Path, order: list[str] | None) -> None:
     rewritten and KeyboardInterrupt is raised, so the CLI prints the resume hint and exits 130.
 
     Tune's handler restores the handler it found when it catches SIGINT; the one installed here is that handler,
-    so finding it back after `fit` means Tune caught an interrupt. Raises KeyboardInterrupt only then."""
+    so finding it back after `fit` means Tune caught an interrupt. Raises KeyboardInterrupt only then.
+    Every trial of this run without a result or error file is marked, so in a search with ASHA a trial that ASHA
+    had stopped earlier in the same run reads as interrupted too until the resume clears the marks."""
     import signal
 
     def interrupt(signum: int, frame: Any) -> None:
