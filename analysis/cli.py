@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from analysis.results import load_results
 
     df = load_results(dirs)
+    from analysis.report import mixed_settings
+
+    for line in mixed_settings(df):
+        print(f"analyze: warning: {line}", file=sys.stderr)
     paths = write_frame_report(df, args.objectives, out, [Path(d).name for d in dirs])
     print(key_table_text(df, args.objectives))
     print()

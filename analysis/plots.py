@@ -41,7 +41,14 @@ AXIS_LABELS = {
     "trainable_params": "trainable parameters",
     "train_time_s": "train time (s)",
 }
-STATUS_MARKERS = {"completed": "o", "stopped": "s", "failed": "x", "infeasible": "^", "diverged": "v"}
+STATUS_MARKERS = {
+    "completed": "o",
+    "stopped": "s",
+    "failed": "x",
+    "infeasible": "^",
+    "diverged": "v",
+    "interrupted": "D",
+}
 
 
 class ParetoScatterData(NamedTuple):
@@ -56,6 +63,21 @@ class ParetoScatterData(NamedTuple):
     y: str
     x_direction: str
     y_direction: str
+    chance: float | None = None
+    """The metric a guess reaches (accuracy on a balanced two-class task: 0.5), drawn as a dashed line; None
+    for other metrics or when the tasks disagree."""
+
+
+CHANCE_ACCURACY = {"sst2": 0.5}
+"""Accuracy of a guess per task: SST-2 is binary and near balanced (dev: 444 positive, 428 negative)."""
+
+
+def chance_level(df: pd.DataFrame, metric: str) -> float | None:
+    """The chance value of `metric` over the tasks in `df` (see CHANCE_ACCURACY), None when there is none."""
+    if metric != "accuracy" or "task" not in df.columns:
+        return None
+    levels = {CHANCE_ACCURACY.get(str(t)) for t in df["task"].dropna().unique()}
+    return levels.pop() if len(levels) == 1 else None
 
 
 class FrontLayersData(NamedTuple):
@@ -114,7 +136,9 @@ def pareto_scatter_data(df: pd.DataFrame, objectives: Mapping[str, str] | None =
     if labels["source"].nunique() > 1:
         labels["label"] = labels["config_id"] + " (" + labels["source"] + ")"
     labels = labels.reset_index(drop=True)
-    return ParetoScatterData(points, front, labels, x, y, objectives[x], objectives[y])
+    return ParetoScatterData(
+        points, front, labels, x, y, objectives[x], objectives[y], chance_level(df.loc[points.index], y)
+    )
 
 
 def front_layers_data(df: pd.DataFrame, objectives: Mapping[str, str]) -> FrontLayersData:
@@ -215,6 +239,10 @@ def draw_pareto_scatter(data: ParetoScatterData, path: str | Path, title: str | 
             textcoords="offset points",
             xytext=(5, 5),
             fontsize=8,
+        )
+    if data.chance is not None and len(data.points):
+        ax.axhline(
+            data.chance, color="gray", linestyle="--", linewidth=1.0, label=f"chance ({data.chance:g})"
         )
     ax.set_xlabel(_axis_label(data.x, data.x_direction))
     ax.set_ylabel(_axis_label(data.y, data.y_direction))

@@ -94,6 +94,29 @@ def write_frame_report(
     return ReportPaths(report, pareto_csv, drawn)
 
 
+SETTING_COLUMNS = ("model", "steps", "seq_len", "batch_size", "lr")
+"""Settings that must agree between folders before their metrics are compared (per task, completed trials)."""
+
+
+def mixed_settings(df: pd.DataFrame) -> list[str]:
+    """One warning line per task and setting whose values differ between the folders (`source`) merged in `df`:
+    e.g. `sst2: steps differ between folders (grid-a: 300; grid-b: 24)`. Empty for one folder."""
+    if "source" not in df.columns or df["source"].nunique() < 2:
+        return []
+    done = df[df["status"] == "completed"] if "status" in df.columns else df
+    warnings = []
+    for task, rows in done.groupby("task", sort=True, observed=True):
+        for column in (c for c in SETTING_COLUMNS if c in rows.columns):
+            per_source = {
+                str(src): sorted({_cell(v) for v in part[column].dropna()})
+                for src, part in rows.groupby("source", sort=False, observed=True)
+            }
+            if len({tuple(v) for v in per_source.values()}) > 1:
+                listed = "; ".join(f"{src}: {', '.join(v) or '-'}" for src, v in per_source.items())
+                warnings.append(f"{task}: {column} differs between folders ({listed}); compare with care")
+    return warnings
+
+
 def resolve_objectives(df: pd.DataFrame, objectives: Mapping[str, str] | str | None) -> dict[str, str]:
     """Given objectives must name columns with values; the defaults only need the columns to exist."""
     if objectives is None or (isinstance(objectives, str) and not objectives.strip()):
@@ -238,6 +261,7 @@ def render_markdown(
     sources = list(dict.fromkeys(df["source"]))
     parts = [f"# Results: {', '.join(sources or folders)}", ""]
     parts += [markdown_table(status_table(df)), ""]
+    parts += [f"> **Warning:** {line}" for line in mixed_settings(df)] + ([""] if mixed_settings(df) else [])
     parts += [f"Objectives: `{format_objectives(objectives)}`", ""]
 
     parts += ["## Grid configurations", ""]

@@ -1,31 +1,80 @@
 """`rankbits`: one console script with subcommands (run, grid, pareto, analyze).
 
-Bad input anywhere becomes one line on stderr and exit code 2, before any training starts.
+Bad input anywhere becomes one line on stderr and exit code 2, before any training starts. Ctrl-C ends with the
+resume hint and exit code 130.
+
+Only the chosen subcommand's module is imported (the others are listed by name and one-line help): `rankbits
+--help` needs neither Ray nor Optuna nor pandas.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from trainables.errors import ConfigError
 
+COMMANDS = {
+    "run": ("search.run_cmd", "run one trial (a grid config or your own settings) without Ray"),
+    "grid": ("search.grid_cmd", "run the fixed six-config grid on Ray Tune and write the summary table"),
+    "pareto": ("search.pareto_cmd", "Optuna multi-objective search over ranks and per-layer bits (Ray Tune)"),
+    "analyze": ("analysis.cli", "tables, Pareto set, hypervolume and plots for one or more results folders"),
+}
+"""Subcommand name -> (module with `register(subparsers)`, one-line help for `rankbits --help`)."""
 
-def build_parser() -> argparse.ArgumentParser:
-    from search import grid_cmd, pareto_cmd, run_cmd
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """argparse's help with each option's default appended, unless the default is None, False or empty."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or default in (None, False, argparse.SUPPRESS)
+            or default == []
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _chosen(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the subcommand named in `argv` gets its full options (every one when argv is None)."""
     parser = argparse.ArgumentParser(
         prog="rankbits",
         description="Which LoRA rank allocation and per-layer weight precision fit your memory best?",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run_cmd.register(sub)
-    grid_cmd.register(sub)
-    pareto_cmd.register(sub)
-    from analysis import cli as analysis_cli
-
-    analysis_cli.register(sub)
+    chosen = _chosen(argv) if argv is not None else None
+    for name, (module, help_text) in COMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(module).register(sub)
+            sub.choices[name].formatter_class = DefaultsHelpFormatter
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The option destinations the user typed in `argv` (not filled from defaults): a resume takes every other
+    setting from the experiment it continues."""
+    parser = build_parser(argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for subparser in sub.choices.values():
+        for action in subparser._actions:
+            action.default = argparse.SUPPRESS
+    try:
+        typed = vars(parser.parse_args(argv))
+    except SystemExit:  # pragma: no cover - the first parse already succeeded
+        return set()
+    return {k for k, v in typed.items() if v != argparse.SUPPRESS and k not in ("command", "handler")}
 
 
 def _use_cluster_token() -> None:
@@ -40,14 +89,16 @@ def _use_cluster_token() -> None:
 def main(argv: list[str] | None = None) -> int:
     from trainables.quiet import quiet_libraries
 
-    if "--ray-address" in (sys.argv[1:] if argv is None else argv):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--ray-address" in argv:
         from search.envfile import load_env
 
         load_env()
         _use_cluster_token()
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)  # --help exits here, before the libraries below are imported
+    args.given = given_flags(argv)
     quiet_libraries()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:

@@ -6,11 +6,16 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+"""Optuna samplers of `rankbits pareto --sampler` (built in search.searcher.make_sampler)."""
 
 
 def add_data_flag(p: argparse.ArgumentParser) -> None:
@@ -62,7 +67,8 @@ def apply_overrides(cfg: TrialConfig, overrides: list[str]) -> TrialConfig:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write through a temporary file in the same folder and rename: a kill never leaves a half-written file.
-    Secret values from the environment (.env tokens) are redacted."""
+    Secret values from the environment (.env tokens) are redacted. The file gets the mode a plain `open` would
+    give it (0666 less the umask), not the temporary file's 0600."""
     from search.envfile import redact
 
     text = redact(text)
@@ -74,11 +80,71 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=True) + "\n")
+
+
+@dataclass(frozen=True)
+class SpecFlag:
+    """One CLI flag recorded in `experiment.json`, so that `--resume` can restore it.
+
+    `dest` is the argparse destination; `read(spec)` is the recorded value in spec form; `to_arg(value)` turns it
+    back into what the flag holds; `to_spec(arg)` turns a typed flag into spec form (for comparing);
+    `must_match=False`: a typed value may differ (pareto's --trials extends a search)."""
+
+    dest: str
+    read: Callable[[dict[str, Any]], Any]
+    to_arg: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    to_spec: Callable[[Any], Any] = lambda v: v  # noqa: E731
+    must_match: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.dest.isidentifier():
+            raise ValueError(f"SpecFlag.dest {self.dest!r}: give an argparse destination like max_steps")
+
+
+def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> None:
+    """On `--resume`, fill every flag the user did not type from `root/experiment.json`; the flags typed again
+    must agree with it. `args.given` names the typed destinations (see `search.cli.given_flags`).
+
+    Raises ConfigError naming every differing flag at once (old and new value). Does nothing without --resume or
+    when the folder holds no readable experiment.json (the folder check then says what is wrong)."""
+    if not getattr(args, "resume", False):
+        return
+    try:
+        spec = json.loads((root / "experiment.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    given: set[str] = getattr(args, "given", set())
+    diffs = []
+    for flag in flags:
+        try:
+            recorded = flag.read(spec)
+        except (KeyError, TypeError):
+            continue
+        if flag.dest not in given:
+            setattr(args, flag.dest, flag.to_arg(recorded))
+            continue
+        typed = getattr(args, flag.dest)
+        if flag.must_match and flag.to_spec(typed) != recorded:
+            diffs.append(
+                f"--{flag.dest.replace('_', '-')} {typed!r} (the run used {flag.to_arg(recorded)!r})"
+            )
+    if diffs:
+        raise ConfigError(
+            f"--resume: {str(root)!r} was started with other settings: {'; '.join(diffs)}; "
+            "drop these flags to resume with the recorded settings, or use another --name"
+        )

@@ -8,7 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag, add_set_flag, apply_overrides, parse_seeds, parse_tasks
+from search.common import (
+    SpecFlag,
+    add_data_flag,
+    add_set_flag,
+    adopt_spec,
+    apply_overrides,
+    parse_seeds,
+    parse_tasks,
+)
 from spaces.grid import GRID_IDS, TASK_MODELS, grid_config, parse_config_ids
 from trainables.config import ModelConfig, TrialConfig
 from trainables.errors import ConfigError
@@ -98,12 +106,25 @@ def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
     return cells
 
 
-def handle(args: argparse.Namespace) -> int:
-    from search import results_io
-    from search.launch import launch
+def _csv(values: list[Any]) -> str:
+    return ",".join(map(str, values))
 
-    cells = build_cells(args)
-    spec = {
+
+GRID_FLAGS = [
+    SpecFlag("configs", lambda s: s["configs"], _csv, parse_config_ids),
+    SpecFlag("tasks", lambda s: s["tasks"], _csv, parse_tasks),
+    SpecFlag("model_sst2", lambda s: s["models"]["sst2"]),
+    SpecFlag("model_wikitext2", lambda s: s["models"]["wikitext2"]),
+    SpecFlag("seeds", lambda s: s["seeds"], _csv, parse_seeds),
+    SpecFlag("max_steps", lambda s: s["max_steps"]),
+    SpecFlag("overrides", lambda s: s["overrides"], list, list),
+]
+"""What `grid --resume` reads back from experiment.json."""
+
+
+def spec_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The experiment.json of a grid: what a rerun or --resume must match."""
+    return {
         "kind": "grid",
         "configs": parse_config_ids(args.configs),
         "tasks": parse_tasks(args.tasks),
@@ -112,8 +133,19 @@ def handle(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps,
         "overrides": list(args.overrides),
     }
+
+
+def handle(args: argparse.Namespace) -> int:
+    from search import results_io
+    from search.launch import launch
+    from search.lock import folder_lock
+
+    adopt_spec(args, root_of(args), GRID_FLAGS)
+    cells = build_cells(args)  # bad input is refused before anything is written, the lock file included
+    spec = spec_of(args)
     order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
-    table = launch(args, cells, spec, order)
+    with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
+        table = launch(args, cells, spec, order)
     return 0 if any(r["status"] == "completed" for r in table) or not table else 1
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from search import results_io
 from search.resources import detect_device, max_concurrency, plan_trial
@@ -44,13 +45,98 @@ def resource_cells(
     return out, concurrency
 
 
+class TimePrediction(NamedTuple):
+    seconds: float | None
+    """Predicted wall time of the trials run one after another (None: no earlier trial to time them by)."""
+    timed: int
+    """Trials with an earlier trial of the same model, task and device kind to time them by."""
+    samples: int
+    """Earlier completed trials read."""
+
+
+def predict_time(results_dir: Path, cells: list[TrialConfig], device_kind: str) -> TimePrediction:
+    """Seconds the `cells` take one after another, from the completed trials in `results_dir/*/all_results.json`
+    of the same model, task and device kind: their training seconds per token of batch x sequence length (median)
+    times this trial's steps x batch x sequence length, plus their load and evaluation time (median).
+    Trials with no such earlier trial are left out of the sum (`timed` counts the others)."""
+    import json
+    import statistics
+
+    rates: dict[tuple[str, str], list[float]] = {}
+    overheads: dict[tuple[str, str], list[float]] = {}
+    samples = 0
+    for path in sorted(Path(results_dir).glob("*/all_results.json")):
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for e in entries if isinstance(entries, list) else []:
+            try:
+                cfg, r = e["config"], e["result"]
+                if r["status"] != "completed" or r.get("device") != device_kind or not r["steps"]:
+                    continue
+                key = (cfg["model"]["name"], cfg["task"]["name"])
+                work = r["steps"] * cfg["training"]["batch_size"] * cfg["training"]["seq_len"]
+                rates.setdefault(key, []).append(r["train_time_s"] / work)
+                overheads.setdefault(key, []).append(r.get("load_time_s", 0.0) + r.get("eval_time_s", 0.0))
+                samples += 1
+            except (KeyError, TypeError, ZeroDivisionError):
+                continue
+    total, timed = 0.0, 0
+    for c in cells:
+        key = (c.model.name, c.task.name)
+        if key not in rates:
+            continue
+        steps = c.training.max_steps or 0
+        total += statistics.median(rates[key]) * steps * c.training.batch_size * c.training.seq_len
+        total += statistics.median(overheads[key])
+        timed += 1
+    return TimePrediction(total if timed else None, timed, samples)
+
+
+def plan_text(todo: list[TrialConfig], concurrency: int, when: TimePrediction) -> str:
+    """What will run, before it runs: per task the model, steps and batch, and the predicted time."""
+    lines = []
+    for task in dict.fromkeys(c.task.name for c in todo):
+        mine = [c for c in todo if c.task.name == task]
+        t = mine[0].training
+        lines.append(
+            f"  {task}: {len(mine)} trials of {mine[0].model.name}, {t.max_steps} steps x batch {t.batch_size} "
+            f"x {t.seq_len} tokens"
+        )
+    if not todo:
+        lines.append("  nothing left to run")
+    elif when.seconds is None:
+        lines.append(
+            "  predicted time: unknown (no earlier completed trial of these models here to time them by); "
+            "the progress lines follow every trial"
+        )
+    else:
+        minutes = when.seconds / max(1, min(concurrency, len(todo))) / 60
+        note = "" if when.timed == len(todo) else f", {len(todo) - when.timed} trials untimed"
+        lines.append(
+            f"  predicted time: ~{minutes:.0f} min at up to {concurrency} at once (from {when.samples} earlier "
+            f"trials{note})"
+        )
+    return "\n".join(lines)
+
+
 def launch(
     args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, Any], order: list[str]
 ) -> list[dict[str, Any]]:
     from ray import tune
 
     from search.grid_cmd import root_of
-    from search.tuner import build_or_restore, init_ray, make_callbacks, quiet, reuse_workers
+    from search.tuner import (
+        build_or_restore,
+        clear_interrupted,
+        fit_tuner,
+        init_ray,
+        make_callbacks,
+        plan_progress,
+        quiet,
+        reuse_workers,
+    )
 
     quiet()
     if args.max_concurrent is not None and args.max_concurrent <= 0:
@@ -71,21 +157,26 @@ def launch(
         and results_io.tune_dir(root).exists()
         and tune.Tuner.can_restore(str(results_io.tune_dir(root)))
     )
-    todo = cells
-    if not restorable:  # cells finished by a run that died before Tune saved its state are not run again
-        finished = {_key_of(e) for e in results_io.collect(root) if e["result"]["status"] == "completed"}
-        todo = [
-            c
-            for c in cells
-            if results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) not in finished
-        ]
+    # Not run again: completed and diverged cells (trained to the end; also those of a run that died before Tune
+    # saved its state); a restored Tuner also keeps its failed and infeasible trials and reruns only the unfinished.
+    kept = ("completed", "diverged", "failed", "infeasible") if restorable else ("completed", "diverged")
+    status = {_key_of(e): e["result"]["status"] for e in results_io.collect(root)} if resuming else {}
+    todo = [
+        c
+        for c in cells
+        if status.get(results_io.cell_key(c.config_id or "", c.task.name, c.training.seed)) not in kept
+    ]
     prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent)
     print(
         f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
         f"memory budget {device.memory_mb:.0f} MB -> {root}",
         flush=True,
     )
+    print(plan_text(todo, concurrency, predict_time(root.parent, todo, device.kind)), flush=True)
     if todo:
+        plan_progress(len(todo))
+        if restorable:
+            clear_interrupted(root)
         tune_config = tune.TuneConfig(
             num_samples=1,
             max_concurrent_trials=concurrency,
@@ -99,7 +190,7 @@ def launch(
             make_callbacks(root, order, len(todo)),
             resume=restorable,
         )
-        tuner.fit()
+        fit_tuner(tuner, root, order)  # Ctrl-C: interrupted trials marked, summary written, KeyboardInterrupt
     table = results_io.write_summary(root, order)
     print()
     print(results_io.table_text(table))

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag, add_set_flag, apply_overrides
+from search.common import (
+    SAMPLERS,
+    SpecFlag,
+    add_data_flag,
+    add_set_flag,
+    adopt_spec,
+    apply_overrides,
+    atomic_write_json,
+)
 from search.grid_cmd import add_experiment_flags, root_of
-from search.searcher import SAMPLERS
 from spaces.grid import TASK_MODELS, TASK_TRAINING
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
@@ -95,18 +103,65 @@ def smallest_peak_mb(arch: Any, base: TrialConfig, num_layers: int, device_kind:
     return estimate(arch, cheapest, device_kind).total_mb
 
 
+def _objectives_spec(text: str | None) -> dict[str, str] | None:
+    from analysis.objectives import parse_objectives
+
+    return None if text is None else parse_objectives(text)
+
+
+PARETO_FLAGS = [
+    SpecFlag("task", lambda s: s["task"]),
+    SpecFlag("model", lambda s: s["model"]),
+    SpecFlag(
+        "objectives",
+        lambda s: s["objectives"],
+        lambda o: ",".join(f"{k}:{v}" for k, v in o.items()),
+        _objectives_spec,
+    ),
+    SpecFlag("sampler", lambda s: s["sampler"]),
+    SpecFlag("seed", lambda s: s["seed"]),
+    SpecFlag("memory_budget_mb", lambda s: s["memory_budget_mb"]),
+    SpecFlag("asha", lambda s: s["asha"]),
+    SpecFlag("max_steps", lambda s: s["max_steps"]),
+    SpecFlag("overrides", lambda s: s["overrides"], list, list),
+    SpecFlag("enqueue_grid", lambda s: s["enqueue_grid"]),
+    SpecFlag("storage", lambda s: s["storage"]),
+    SpecFlag("trials", lambda s: s["trials"], must_match=False),
+]
+"""What `pareto --resume` reads back from experiment.json (--trials given again may differ: it extends)."""
+
+
 def handle(args: argparse.Namespace) -> int:
+    from search.lock import folder_lock
+
+    with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
+        return _search(args)
+
+
+def _search(args: argparse.Namespace) -> int:
     from ray import tune
 
     from search import results_io
     from search.resources import detect_device, max_concurrency
     from search.searcher import build_searcher, make_sampler, make_space, make_storage, study_size
-    from search.tuner import init_ray, make_callbacks, new_tuner, quiet, restore, reuse_workers, trial_dirname
+    from search.tuner import (
+        clear_interrupted,
+        fit_tuner,
+        init_ray,
+        make_callbacks,
+        new_tuner,
+        plan_progress,
+        quiet,
+        restore,
+        reuse_workers,
+        trial_dirname,
+    )
     from spaces.pareto import grid_points, runnable_methods
     from trainables.checks import preflight
     from trainables.memory import arch_for
 
     quiet()
+    adopt_spec(args, root_of(args), PARETO_FLAGS)
     if args.trials <= 0:
         raise ConfigError(f"--trials {args.trials}: must be >= 1")
     if args.sampler not in SAMPLERS:
@@ -139,6 +194,7 @@ def handle(args: argparse.Namespace) -> int:
         "overrides": list(args.overrides),
         "enqueue_grid": args.enqueue_grid,
         "storage": args.storage,
+        "trials": args.trials,
     }
     if args.storage:
         make_storage(args.storage)  # a bad URL fails before anything is written
@@ -146,6 +202,9 @@ def handle(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     if not resuming:
         results_io.write_spec(root, spec)
+    else:  # the target may have been extended: a later bare --resume continues to this one
+        recorded = json.loads((root / results_io.SPEC_FILE).read_text())
+        atomic_write_json(root / results_io.SPEC_FILE, {**recorded, "trials": args.trials})
     storage = make_storage(storage_url)
     init_ray(device, args.ray_address)
     # as many trials at once as copies of the smallest predicted trial fit (a search has args.trials of them)
@@ -153,7 +212,8 @@ def handle(args: argparse.Namespace) -> int:
     latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
     if resuming and latest and tune.Tuner.can_restore(str(latest[-1])):
         print(f"rankbits: continuing {latest[-1]}", flush=True)
-        restore(latest[-1]).fit()
+        plan_progress(clear_interrupted(root))
+        fit_tuner(restore(latest[-1]), root, None)
     done = len(results_io.collect(root))
     remaining = args.trials - done
     print(
@@ -212,7 +272,8 @@ def handle(args: argparse.Namespace) -> int:
             reuse_actors=reuse_workers(device),
         )
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
-        tuner.fit()
+        plan_progress(remaining)
+        fit_tuner(tuner, root, None)
     return finish(root, objectives)
 
 

@@ -30,6 +30,8 @@ from trainables.trainable import read_trial_file
 
 TUNE_DIR = "tune"
 SPEC_FILE = "experiment.json"
+INTERRUPTED_FILE = "interrupted"
+"""Left in a trial folder by the driver when Ctrl-C cut the trial short (search.tuner.fit_tuner)."""
 
 
 def tune_dir(root: Path) -> Path:
@@ -67,13 +69,17 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
     return False
 
 
+NOT_COMPARED = ("created", "resumed", "ray_address", "trials")
+"""experiment.json keys a rerun may change (`trials`: a Pareto search may be extended)."""
+
+
 def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k not in ("created", "resumed", "ray_address")}
+    return {k: v for k, v in spec.items() if k not in NOT_COMPARED}
 
 
 def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for key in sorted(set(old) | set(new)):
-        if key in ("created", "resumed", "ray_address"):
+        if key in NOT_COMPARED:
             continue
         if old.get(key) != new.get(key):
             return f"{key}: was {old.get(key)!r}, now {new.get(key)!r}"
@@ -154,6 +160,8 @@ def _from_tune_files(trial_dir: Path) -> dict[str, Any] | None:
         return None
     last = _last_report(trial_dir)
     if not error_file.is_file():
+        if (trial_dir / INTERRUPTED_FILE).is_file():
+            return _stopped_entry(trial_dir, params, last or {}, TrialStatus.INTERRUPTED)
         if last is None or last.get("status") != "running":
             return None
         return _stopped_entry(trial_dir, params, last)
@@ -190,7 +198,9 @@ def _last_report(trial_dir: Path) -> dict[str, Any] | None:
     return last
 
 
-def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[str, Any] | None:
+def _stopped_entry(
+    trial_dir: Path, params: Path, last: dict[str, Any], status: TrialStatus = TrialStatus.STOPPED
+) -> dict[str, Any] | None:
     try:
         from trainables.trainable import trial_config
 
@@ -199,8 +209,12 @@ def _stopped_entry(trial_dir: Path, params: Path, last: dict[str, Any]) -> dict[
         return None
     result = TrialResult.of(
         cfg,
-        status=TrialStatus.STOPPED,
-        error=f"stopped early at step {last.get('steps')}",
+        status=status,
+        error=(
+            f"stopped early at step {last.get('steps')}"
+            if status is TrialStatus.STOPPED
+            else f"interrupted at step {last.get('steps') or 0}; rerun with --resume"
+        ),
         accuracy=last.get("accuracy"),
         perplexity=last.get("perplexity"),
         steps=int(last.get("steps") or 0),
@@ -260,6 +274,7 @@ def cell_key(config_id: str, task: str, seed: int) -> str:
 def table_text(table: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table for the terminal."""
     cols = [
+        "trial_id",
         "config_id",
         "task",
         "seed",
@@ -272,8 +287,11 @@ def table_text(table: list[dict[str, Any]]) -> str:
         "weight_memory_mb",
         "train_time_s",
         "tokens_per_s",
+        "bits_per_layer",
+        "ranks_per_layer",
     ]
     heads = [
+        "trial",
         "config",
         "task",
         "seed",
@@ -286,6 +304,8 @@ def table_text(table: list[dict[str, Any]]) -> str:
         "weights MB",
         "time s",
         "tok/s",
+        "bits",
+        "ranks",
     ]
 
     def fmt(v: Any) -> str:

@@ -1,4 +1,6 @@
-"""`rankbits run`: one trial in this process (no Ray), result.json and the PEFT adapter in the output folder."""
+"""`rankbits run`: one trial in this process (no Ray); `trial_result.json` (the same file, in the same format, as in
+a Tune trial folder) and the PEFT adapter in the output folder. Progress: tqdm bars for the training steps and the
+final evaluation, on stderr."""
 
 from __future__ import annotations
 
@@ -6,11 +8,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from search.common import add_data_flag, add_set_flag, apply_overrides, atomic_write_json
+from search.common import add_data_flag, add_set_flag, apply_overrides
 from spaces.grid import GRID_IDS, TASK_MODELS, grid_config
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
+from trainables.trainable import RESULT_FILE, write_trial_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,27 +75,56 @@ def handle(args: argparse.Namespace) -> int:
         f"{cfg.config_id or 'custom'}-{cfg.task.name}-s{cfg.training.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     out = Path(args.output) if args.output else Path("results") / "runs" / name
-    if (out / "result.json").exists() and not args.overwrite:
+    if any((out / name).exists() for name in (RESULT_FILE, "result.json")) and not args.overwrite:
         raise ConfigError(
             f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite"
         )
     out.mkdir(parents=True, exist_ok=True)
     from trainables.loop import fit
 
-    def progress(info: dict) -> None:
-        print(
-            f"  step {info['step']:>5}  loss {info['train_loss']:.4f}  {info['elapsed_s']:.1f}s",
-            file=sys.stderr,
-        )
-
     print(
         f"rankbits run: {cfg.config_id or 'custom'} on {cfg.task.name} with {cfg.model.name} -> {out}",
         file=sys.stderr,
     )
-    result = fit(cfg, progress=progress, adapter_dir=out / "adapter")
-    atomic_write_json(out / "result.json", {"config": cfg.to_dict(), "result": result.to_dict()})
+    started = time.time()
+    with Bars(cfg.training.max_steps if cfg.training.epochs is None else None) as bars:
+        result = fit(cfg, progress=bars.step, adapter_dir=out / "adapter", eval_progress=bars.evaluate)
+    write_trial_file(out, out.name, cfg, result, started)
     print(summary_text(cfg, result))
     return 0 if result.status.value == "completed" else 1
+
+
+class Bars:
+    """tqdm bars on stderr: optimizer steps (with the loss and an ETA), then the final evaluation's examples."""
+
+    def __init__(self, total_steps: int | None) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.train = tqdm(total=total_steps, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.eval: Any = None
+
+    def step(self, info: dict[str, Any]) -> None:
+        self.train.update(info["step"] - self.train.n)
+        self.train.set_postfix(loss=f"{info['train_loss']:.4f}", refresh=False)
+
+    def evaluate(self, done: int, total: int) -> None:
+        if self.eval is None:
+            if self.train.total is not None:  # training is over: the last steps are not reported one by one
+                self.train.update(self.train.total - self.train.n)
+            self.train.close()
+            self.eval = self._tqdm(
+                total=total, desc="evaluate", unit="ex", file=sys.stderr, dynamic_ncols=True
+            )
+        self.eval.update(done - self.eval.n)
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.train.close()
+        if self.eval is not None:
+            self.eval.close()
 
 
 def summary_text(cfg: TrialConfig, r) -> str:  # noqa: ANN001 - TrialResult

@@ -25,10 +25,10 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from search.common import SAMPLERS  # declared beside the CLI flags, so --help needs no Ray
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
 CONSTRAINT = "peak_over_budget_mb"
 """Optuna constraint key: predicted peak minus the memory budget (MB = 2^20 bytes); > 0 means infeasible."""
 KNOWN_RESULT_FIELDS = ("weight_memory_mb", "trainable_params", "total_rank", "initial_total_rank")
@@ -176,6 +176,7 @@ def space(
         "memory_fraction": res.memory_fraction,
         "forked": res.forked,
         "resources": res.ray_request(True),
+        "study_trial": trial.number,  # progress lines name trials by their study number
     }
 
 

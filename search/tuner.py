@@ -20,8 +20,9 @@ from ray.tune import Callback
 
 from search.envfile import load_env
 from search.resources import MEMORY_RESOURCE, DeviceInfo
-from search.results_io import tune_dir, write_summary
+from search.results_io import INTERRUPTED_FILE, tune_dir, tune_dirs, write_summary
 from trainables.errors import ConfigError
+from trainables.trainable import RESULT_FILE
 
 QUIET_ENV = {
     "RAY_DEDUP_LOGS": "1",
@@ -59,6 +60,7 @@ def init_ray(device: DeviceInfo, address: str | None, meanwhile: Callable[[], ob
     trial on a 2-core machine). Its exception, if any, is raised after Ray is up."""
 
     quiet()
+    load_env()  # before Ray starts: a local Ray's workers inherit this environment, no secret in runtime_env
     errors: list[BaseException] = []
 
     def run_meanwhile() -> None:
@@ -152,16 +154,59 @@ def cell_resources(config: dict[Any, Any]) -> Any:
     return PlacementGroupFactory([bundle])
 
 
+def _exceptions(mapping: dict[Any, Any] | None) -> str:
+    return f" ({','.join(f'{k}:{v}' for k, v in mapping.items())})" if mapping else ""
+
+
+def trial_label(trial: Any) -> str:
+    """How progress lines name a trial: `B-Q4-sst2-s0` for a grid cell; for a search trial its study trial
+    number, method, bits and ranks (`#7 lora bits 4 (0:8,5:8) r 8 (3:16)`: the common value, then the layers
+    that differ)."""
+    cell = trial.config.get("cell") or trial.config
+    spec = cell.get("trial") or {}
+    number = cell.get("study_trial")
+    if number is None or spec.get("config_id"):
+        prefix = f"#{number} " if number is not None else ""
+        if not spec:
+            return f"{prefix}trial {trial.trial_id}"
+        task = (spec.get("task") or {}).get("name", "")
+        seed = (spec.get("training") or {}).get("seed", "")
+        return f"{prefix}{spec.get('config_id') or 'trial'}-{task}-s{seed}"
+    quant, adapter = spec.get("quantization") or {}, spec.get("adapter") or {}
+    bits = f"bits {quant.get('default_bits')}{_exceptions(quant.get('layer_bits'))}"
+    if adapter.get("method") == "adalora":
+        ranks = f"r {adapter.get('init_r')}->{adapter.get('target_r')}"
+    else:
+        ranks = f"r {adapter.get('r')}{_exceptions(adapter.get('layer_ranks'))}"
+    return f"#{number} {adapter.get('method', 'lora')} {bits} {ranks}"
+
+
+_PLANNED: dict[str, int] = {}
+"""Trials this run will train, set by `plan_progress`: a restored Tuner brings back the callbacks pickled by the
+run it continues, with that run's count."""
+
+
+def plan_progress(total: int) -> None:
+    """Tell the progress lines how many trials this run trains (before `fit`)."""
+    _PLANNED["total"] = total
+
+
 class ProgressCallback(Callback):
-    """One line per trial start, progress report (every few steps), finish and failure."""
+    """One line per trial start, progress report (every few steps), finish and failure, counted as (done/total)
+    against the trials this run trains (a resumed run counts only what is left)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.start = time.time()
 
+    def setup(self, *args: Any, **info: Any) -> None:
+        self.total = _PLANNED.get("total", self.total)
+        self.done = 0
+        self.start = time.time()
+
     def _label(self, trial: Any) -> str:
-        return trial_dirname(trial).rsplit("_", 1)[0]
+        return trial_label(trial)
 
     def _clock(self) -> str:
         return f"{time.time() - self.start:7.1f}s"
@@ -233,14 +278,15 @@ def wandb_callback(group: str) -> Any:
         return None
     try:
         import wandb  # noqa: F401
-        from ray.air.integrations.wandb import WandbLoggerCallback
     except ImportError:
         print(
             "WANDB_API_KEY is set but wandb is not installed: pip install 'rankbits[tracking]'",
             file=sys.stderr,
         )
         return None
-    return WandbLoggerCallback(
+    from search.tracking import SecretFreeWandbCallback
+
+    return SecretFreeWandbCallback(
         project=os.environ.get("WANDB_PROJECT", "rankbits"),
         group=group,
         excludes=["trial", "cell"],
@@ -280,6 +326,52 @@ def new_tuner(path: Path, param_space: dict[str, Any] | None, tune_config: Any, 
     return tune.Tuner(
         trial_trainable(), param_space=param_space, tune_config=tune_config, run_config=run_config
     )
+
+
+def fit_tuner(tuner: Any, root: Path, order: list[str] | None) -> None:
+    """`tuner.fit()`, with Ctrl-C made visible: Tune catches SIGINT, stops its trials, saves the experiment and
+    returns as if done (its cut-short trials then read as stopped early). Here the trials it left without a result
+    are marked interrupted (their rows get that status and blanks for what they never measured), the summary is
+    rewritten and KeyboardInterrupt is raised, so the CLI prints the resume hint and exits 130.
+
+    Tune's handler restores the handler it found when it catches SIGINT; the one installed here is that handler,
+    so finding it back after `fit` means Tune caught an interrupt. Raises KeyboardInterrupt only then.
+    Every trial of this run without a result or error file is marked, so in a search with ASHA a trial that ASHA
+    had stopped earlier in the same run reads as interrupted too until the resume clears the marks."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    tune_catches = threading.current_thread() is threading.main_thread() and not int(
+        os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")
+    )
+    previous = signal.signal(signal.SIGINT, interrupt) if tune_catches else None
+    try:
+        grid = tuner.fit()
+    finally:
+        caught = tune_catches and signal.getsignal(signal.SIGINT) is interrupt
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if not caught:
+        return
+    analysis = getattr(grid, "_experiment_analysis", None)
+    for trial in getattr(analysis, "trials", []):
+        trial_dir = Path(trial.path) if trial.path else None
+        if trial_dir is None or not trial_dir.is_dir():
+            continue  # never started
+        if not (trial_dir / RESULT_FILE).exists() and not (trial_dir / "error.txt").exists():
+            (trial_dir / INTERRUPTED_FILE).write_text("interrupted by Ctrl-C; rerun with --resume\n")
+    write_summary(root, order)
+    raise KeyboardInterrupt
+
+
+def clear_interrupted(root: Path) -> int:
+    """Forget the interrupted marks before a resume runs those trials again. Returns how many there were."""
+    marks = [mark for base in tune_dirs(root) for mark in base.glob(f"*/{INTERRUPTED_FILE}")]
+    for mark in marks:
+        mark.unlink(missing_ok=True)
+    return len(marks)
 
 
 def build_or_restore(

@@ -29,6 +29,8 @@ from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
 
 ProgressFn = Callable[[dict[str, Any]], None]
+EvalProgressFn = Callable[[int, int], None]
+"""Called with (examples evaluated so far, examples in all) during the final evaluation."""
 
 
 def seed_everything(seed: int) -> None:
@@ -271,10 +273,10 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
     result.total_rank = sum(sum(r) for r in final)
 
 
-def evaluate(p: Prepared) -> None:
+def evaluate(p: Prepared, eval_progress: EvalProgressFn | None = None) -> None:
     """The final evaluation: the task metric and loss into the result."""
     start = time.perf_counter()
-    value, loss = score(p)
+    value, loss = score(p, eval_progress)
     if p.cfg.task.name == "sst2":
         p.result.accuracy = value
     else:
@@ -284,8 +286,9 @@ def evaluate(p: Prepared) -> None:
 
 
 @torch.no_grad()
-def score(p: Prepared) -> tuple[float, float]:
-    """(accuracy or perplexity, mean task loss) on the evaluation data; leaves the model in eval mode."""
+def score(p: Prepared, eval_progress: EvalProgressFn | None = None) -> tuple[float, float]:
+    """(accuracy or perplexity, mean task loss) on the evaluation data; leaves the model in eval mode.
+    `eval_progress(examples done, examples in all)` is called after each batch."""
     model, td = p.model, p.task_data
     model.eval()
     bs = p.cfg.training.eval_batch_size
@@ -303,6 +306,8 @@ def score(p: Prepared) -> tuple[float, float]:
             logits = model(**batch).logits.float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             preds.extend(logits.argmax(-1).tolist())
+            if eval_progress is not None:
+                eval_progress(len(preds), len(td.eval_ids))
         return metrics.accuracy(preds, td.eval_labels), loss_sum / max(1, len(td.eval_labels))
     nll_sums: list[float] = []
     counts: list[int] = []
@@ -320,6 +325,8 @@ def score(p: Prepared) -> tuple[float, float]:
         valid = shift_labels != -100
         nll_sums.extend((nll * valid).sum(1).tolist())
         counts.extend(valid.sum(1).tolist())
+        if eval_progress is not None:
+            eval_progress(len(counts), len(td.eval_ids))
     return metrics.perplexity(nll_sums, counts), sum(nll_sums) / max(1, sum(counts))
 
 
@@ -329,7 +336,10 @@ def save_adapter(p: Prepared, folder: str | Path) -> None:
 
 
 def fit(
-    cfg: TrialConfig, progress: ProgressFn | None = None, adapter_dir: str | Path | None = None
+    cfg: TrialConfig,
+    progress: ProgressFn | None = None,
+    adapter_dir: str | Path | None = None,
+    eval_progress: EvalProgressFn | None = None,
 ) -> TrialResult:
     """Run one trial. Every failure (out of memory, non-finite loss, a broken model or data) comes back as a
     result with status failed and the reason; callers check configs up front with `checks.preflight`."""
@@ -337,7 +347,7 @@ def fit(
     try:
         prepared = prepare(cfg)
         train(prepared, progress)
-        evaluate(prepared)
+        evaluate(prepared, eval_progress)
         if adapter_dir is not None:
             save_adapter(prepared, adapter_dir)
         return prepared.result

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainables.config import TrialConfig
-from trainables.result import TrialResult
+from trainables.result import TrialResult, TrialStatus
 
 SUMMARY_COLUMNS = [
     "trial_id",
@@ -86,7 +86,28 @@ def mean_bits(result: TrialResult) -> float | None:
     return round(sum(w * x for w, x in zip(weights, bpw)) / total, 4) if total else None
 
 
+UNMEASURED_WHEN_PARTIAL = (
+    "trainable_params",
+    "total_params",
+    "trainable_pct",
+    "weight_memory_mb",
+    "adapter_memory_mb",
+    "train_time_s",
+    "tokens_per_s",
+    "total_rank",
+    "initial_total_rank",
+)
+"""Columns a stopped or interrupted trial never measured: blank in its row, not 0."""
+
+
 def flatten(trial_id: str, cfg: TrialConfig, result: TrialResult) -> dict[str, Any]:
+    row = _flatten(trial_id, cfg, result)
+    if result.status in (TrialStatus.STOPPED, TrialStatus.INTERRUPTED):
+        row.update({c: None for c in UNMEASURED_WHEN_PARTIAL if not row[c]})
+    return row
+
+
+def _flatten(trial_id: str, cfg: TrialConfig, result: TrialResult) -> dict[str, Any]:
     bits = result.bits_per_layer
     return {
         "trial_id": trial_id,

@@ -22,6 +22,8 @@ class TrialStatus(str, enum.Enum):
     DIVERGED = "diverged"
     """Trained to the end, but its training loss ended far above its start (`trainables.divergence`): its metrics
     are kept for the record, `error` says why, and it is kept off Pareto fronts."""
+    INTERRUPTED = "interrupted"
+    """Cut short by Ctrl-C; `--resume` runs it again. What it had not measured is left blank."""
 
 
 @dataclass

@@ -60,7 +60,15 @@ def train_trial(config: dict[str, Any]) -> None:
     config = config.get("cell", config)
     cfg = trial_config(config)
     done = read_trial_file(trial_dir)
-    if done is not None and done.get("trial_id") == trial_id and done["result"]["status"] == "completed":
+    if (
+        done is not None
+        and done.get("trial_id") == trial_id
+        and done["result"]["status"]
+        in (
+            "completed",
+            "diverged",
+        )
+    ):
         # Finished before the driver died (Tune had not recorded it yet): report it again instead of retraining.
         tune.report(flatten(trial_id, cfg, TrialResult.from_dict(done["result"])))
         return

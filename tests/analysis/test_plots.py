@@ -116,3 +116,12 @@ def test_labels_name_the_source_when_several_searches_hold_grid_configs(
     data = plots.pareto_scatter_data(load_results([a, b]))
     assert len(data.labels) == 6 + 2
     assert data.labels["label"].tolist()[:2] == ["B-FP (grid-a)", "B-FP (grid-b)"]
+
+
+def test_accuracy_plots_carry_the_chance_level(grid_dir: Path, tmp_path: Path) -> None:
+    df = load_results(grid_dir)
+    data = plots.pareto_scatter_data(df)
+    assert data.chance == 0.5  # SST-2: two near-balanced classes
+    assert_png(plots.draw_pareto_scatter(data, tmp_path / "scatter.png"))
+    assert plots.chance_level(df, "perplexity") is None
+    assert plots.chance_level(df.assign(task="wikitext2"), "accuracy") is None

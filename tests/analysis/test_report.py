@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import cli, hypervolume, load_results, pareto_front
-from analysis.report import ReportPaths, grid_table, key_table_text, write_report
+from analysis.report import ReportPaths, grid_table, key_table_text, write_frame_report, write_report
 from trainables.errors import ConfigError
 
 OBJ = {"accuracy": "max", "peak_memory_mb": "min"}
@@ -180,3 +180,19 @@ def test_grid_table_splits_by_source_when_several_grids(
     table = grid_table(load_results([a, b]))
     assert table[["config", "source"]].values.tolist()[:2] == [["B-FP", "grid-a"], ["B-FP", "grid-b"]]
     assert len(table) == 7
+
+
+def test_merging_folders_with_different_steps_or_settings_warns(
+    grid_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from analysis.report import mixed_settings
+
+    same = load_results([grid_dir])
+    assert mixed_settings(same) == []
+    short = same.assign(source="grid-short", steps=same["steps"].where(same["status"] != "completed", 24))
+    merged = pd.concat([same, short], ignore_index=True)
+    warnings = mixed_settings(merged)
+    assert len(warnings) == 1 and warnings[0].startswith("sst2: steps differs between folders")
+    assert "grid-short: 24" in warnings[0] and "compare with care" in warnings[0]
+    paths = write_frame_report(merged, None, tmp_path / "report")
+    assert f"> **Warning:** {warnings[0]}" in paths.report.read_text()

@@ -59,6 +59,7 @@ def test_grid_folder_from_summary(grid_dir: Path) -> None:
         "stopped": 0,
         "infeasible": 0,
         "diverged": 0,
+        "interrupted": 0,
     }
     joint3 = df[df["config_id"] == "Joint-3"].iloc[0]
     assert joint3["bits_per_layer"] == "8,4,4,4,4,8"
@@ -121,7 +122,14 @@ def test_tune_folder_alone(pareto_dir: Path, make_trial: Callable[..., Any]) -> 
     assert set(from_tune["origin"]) == {"tune"}
     assert len(from_tune) == 11
     counts = from_tune["status"].value_counts().to_dict()
-    assert counts == {"completed": 6, "failed": 2, "stopped": 2, "infeasible": 1, "diverged": 0}
+    assert counts == {
+        "completed": 6,
+        "failed": 2,
+        "stopped": 2,
+        "infeasible": 1,
+        "diverged": 0,
+        "interrupted": 0,
+    }
     summary = make_trial("x").record()
     completed = from_tune[from_tune["status"] == "completed"].iloc[0]
     assert completed["accuracy"] == pytest.approx(0.86)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -294,14 +295,31 @@ def test_ctrl_c_then_resume_keeps_every_finished_trial_once(tiny_data, tmp_path)
         time.sleep(0.5)
     driver.send_signal(signal.SIGINT)
     try:
-        driver.communicate(timeout=120)
+        out, _ = driver.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         driver.kill()
         pytest.fail("the grid did not stop on Ctrl-C")
-    finished = {r["trial_id"]: r["accuracy"] for r in summary(root) if r["status"] == "completed"}
+    assert driver.returncode == 130, out[-3000:]  # the interrupt's status, and the hint the README promises
+    assert "interrupted; completed trials are kept, rerun with --resume to finish" in out
+    rows = summary(root)
+    finished = {r["trial_id"]: r["accuracy"] for r in rows if r["status"] == "completed"}
     assert finished
-    proc = rankbits(args[3:] + ["--resume"], data_dir=tiny_data, timeout=600)
+    interrupted = [r for r in rows if r["status"] == "interrupted"]
+    assert interrupted and not [r for r in rows if r["status"] == "stopped"], rows
+    for r in interrupted:  # blanks, not zeros, for what it never measured
+        assert r["trainable_params"] == r["train_time_s"] == r["weight_memory_mb"] == "", r
+        assert "--resume" in r["error"]
+    left = 4 - len(finished)
+    # resume as the README writes it: the name alone, every setting read from experiment.json
+    proc = rankbits(
+        ["grid", "--results-dir", str(tmp_path), "--name", "gint", "--resume"],
+        data_dir=tiny_data,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"4 trials ({left} to run)" in proc.stdout and f"({left}/{left})" in proc.stdout, proc.stdout[
+        -3000:
+    ]
     after = summary(root)
     assert len(after) == 4 and all(r["status"] == "completed" for r in after)
     assert len({(r["config_id"], r["seed"]) for r in after}) == 4
@@ -309,11 +327,72 @@ def test_ctrl_c_then_resume_keeps_every_finished_trial_once(tiny_data, tmp_path)
         assert [r["accuracy"] for r in after if r["trial_id"] == trial_id] == [accuracy]
 
 
+FAKE_WANDB = {
+    "__init__.py": """
+import os
+from pathlib import Path
+
+
+class _Config(dict):
+    def update(self, data=None, allow_val_change=False, **kw):
+        dict.update(self, data or {})
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+config = _Config()
+
+
+class _Run:
+    config = config
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def finish(self):
+        pass
+
+
+def init(*args, **kwargs):  # records whether the logging actor could read the key, never the key itself
+    Path(os.environ["FAKE_WANDB_SEEN"]).write_text("key" if os.environ.get("WANDB_API_KEY") else "no key")
+    return _Run()
+
+
+def log(*args, **kwargs):
+    pass
+
+
+def finish():
+    pass
+""",
+    "util.py": "from json import dumps as json_dumps_safer\n",
+    "wandb_run.py": "class Run:\n    pass\n",
+    "sdk/__init__.py": "",
+    "sdk/data_types/__init__.py": "",
+    "sdk/data_types/base_types/__init__.py": "",
+    "sdk/data_types/base_types/wb_value.py": "class WBValue:\n    pass\n",
+    "sdk/data_types/image.py": "class Image:\n    pass\n",
+    "sdk/data_types/video.py": "class Video:\n    pass\n",
+}
+"""A stand-in for the wandb package (not installed here): enough for Ray's WandbLoggerCallback to start its
+logging actor, which is where Ray put the key into a runtime environment."""
+
+
 def test_tokens_from_dotenv_never_reach_logs_or_results(tiny_data, tmp_path):
+    import tempfile
+
     secret = "wandb-secret-token-0123456789abcdef"
     hf_secret = "hf_secretTOKEN9876543210"
     dotenv = tmp_path / ".env"
     dotenv.write_text(f"WANDB_API_KEY={secret}\nHF_TOKEN={hf_secret}\n")
+    fake = tmp_path / "fake"
+    for name, text in FAKE_WANDB.items():
+        (fake / "wandb" / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake / "wandb" / name).write_text(text)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    seen = tmp_path / "wandb-seen.txt"
+    pythonpath = os.pathsep.join(p for p in (str(fake), os.environ.get("PYTHONPATH", "")) if p)
     proc = rankbits(
         [
             "grid",
@@ -335,11 +414,21 @@ def test_tokens_from_dotenv_never_reach_logs_or_results(tiny_data, tmp_path):
         timeout=600,
         cwd=tmp_path,
         RANKBITS_ENV_FILE=str(dotenv),
+        PYTHONPATH=pythonpath,
+        RAY_TMPDIR=str(ray_tmp),
+        FAKE_WANDB_SEEN=str(seen),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert secret not in proc.stdout + proc.stderr and hf_secret not in proc.stdout + proc.stderr
-    files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
-    assert files
-    for path in files:
-        data = path.read_bytes()
-        assert secret.encode() not in data and hf_secret.encode() not in data, path
+    try:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert seen.read_text() == "key"  # W&B's logging actor still reads the key (from the inherited env)
+        assert secret not in proc.stdout + proc.stderr and hf_secret not in proc.stdout + proc.stderr
+        files = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+        ray_files = [p for p in ray_tmp.rglob("*") if p.is_file() and not p.is_symlink()]
+        assert files and any(
+            p.name.startswith("runtime_env") for p in ray_files
+        )  # Ray's session logs are read
+        for path in files + ray_files:
+            data = path.read_bytes()
+            assert secret.encode() not in data and hf_secret.encode() not in data, path
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

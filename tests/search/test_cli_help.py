@@ -1,0 +1,40 @@
+"""`rankbits --help` imports no heavy library; subcommand help shows the defaults."""
+
+import subprocess
+import sys
+
+from cli_helpers import env
+
+PROBE = """
+import sys
+from search import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+print("HEAVY", sorted(m for m in ("ray", "optuna", "pandas", "transformers", "torch") if m in sys.modules))
+"""
+
+
+def help_of(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env(), timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_top_level_help_lists_every_command_without_importing_ray_optuna_or_pandas():
+    out = help_of("--help")
+    assert "HEAVY []" in out
+    for command in ("run", "grid", "pareto", "analyze"):
+        assert f"    {command} " in out
+
+
+def test_subcommand_help_shows_defaults_and_imports_only_that_command():
+    grid = help_of("grid", "--help")
+    assert "HEAVY []" in grid
+    flat = " ".join(grid.split())
+    assert "(default: sst2,wikitext2)" in flat and "(default: results)" in flat and "(default: 0)" in flat
+    pareto = " ".join(help_of("pareto", "--help").split())
+    assert "(default: 24)" in pareto and "(default: tpe)" in pareto

@@ -1,0 +1,113 @@
+"""`--resume` reads the experiment's settings from experiment.json; flags typed again must agree (no Ray)."""
+
+import json
+
+import pytest
+
+from search import cli, grid_cmd, pareto_cmd
+from search.common import adopt_spec
+from trainables.errors import ConfigError
+
+ORIGINAL = ["--configs", "B-FP,B-Q4", "--tasks", "sst2", "--seeds", "0,1", "--model-sst2", "tiny-bert"]
+ORIGINAL += ["--max-steps", "3", "--set", "training.seq_len=32"]
+
+
+def parsed(argv):
+    args = cli.build_parser(argv).parse_args(argv)
+    args.given = cli.given_flags(argv)
+    return args
+
+
+def started_grid(tmp_path):
+    args = parsed(["grid", "--results-dir", str(tmp_path), "--name", "g", *ORIGINAL])
+    spec = grid_cmd.spec_of(args)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "experiment.json").write_text(json.dumps({**spec, "created": "2026-01-01T00:00:00"}))
+    return spec
+
+
+def test_given_flags_are_the_typed_ones_only():
+    assert cli.given_flags(["grid", "--name", "g", "--resume", "--seeds", "1"]) == {"name", "resume", "seeds"}
+
+
+def test_grid_resume_with_only_the_name_takes_every_setting_from_the_experiment(tmp_path):
+    spec = started_grid(tmp_path)
+    args = parsed(["grid", "--results-dir", str(tmp_path), "--name", "g", "--resume"])
+    adopt_spec(args, grid_cmd.root_of(args), grid_cmd.GRID_FLAGS)
+    assert grid_cmd.spec_of(args) == spec
+    assert args.overrides == ["training.seq_len=32"] and args.max_steps == 3
+
+
+def test_grid_resume_accepts_the_same_flags_typed_again_in_another_spelling(tmp_path):
+    spec = started_grid(tmp_path)
+    args = parsed(
+        ["grid", "--results-dir", str(tmp_path), "--name", "g", "--resume", "--configs", "B-FP, B-Q4"]
+    )
+    adopt_spec(args, grid_cmd.root_of(args), grid_cmd.GRID_FLAGS)
+    assert grid_cmd.spec_of(args) == spec
+
+
+def test_grid_resume_names_every_differing_flag_at_once(tmp_path, capsys):
+    started_grid(tmp_path)
+    argv = [
+        "grid",
+        "--results-dir",
+        str(tmp_path),
+        "--name",
+        "g",
+        "--resume",
+        "--seeds",
+        "1",
+        "--tasks",
+        "wikitext2",
+    ]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--seeds '1'" in err and "'0,1'" in err and "--tasks 'wikitext2'" in err and "'sst2'" in err
+
+
+def test_pareto_resume_with_only_the_name_takes_every_setting_from_the_experiment(tmp_path):
+    spec = {
+        "kind": "pareto",
+        "task": "wikitext2",
+        "model": "tiny-llama",
+        "objectives": {"perplexity": "min", "peak_memory_mb": "min"},
+        "sampler": "random",
+        "seed": 3,
+        "memory_budget_mb": 900.0,
+        "asha": True,
+        "max_steps": 4,
+        "overrides": ["training.seq_len=32"],
+        "enqueue_grid": True,
+        "storage": None,
+        "trials": 6,
+    }
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "experiment.json").write_text(json.dumps(spec))
+    args = parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--seed", "3"])
+    adopt_spec(args, grid_cmd.root_of(args), pareto_cmd.PARETO_FLAGS)
+    assert (args.task, args.model, args.sampler, args.seed, args.max_steps) == (
+        "wikitext2",
+        "tiny-llama",
+        "random",
+        3,
+        4,
+    )
+    assert args.asha and args.enqueue_grid and args.memory_budget_mb == 900.0 and args.trials == 6
+    assert pareto_cmd.parse_task_objectives(args.objectives, args.task) == spec["objectives"]
+    bad = parsed(
+        ["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--task", "sst2", "--seed", "1"]
+    )
+    with pytest.raises(ConfigError, match=r"--task 'sst2'.*--seed 1"):
+        adopt_spec(bad, grid_cmd.root_of(bad), pareto_cmd.PARETO_FLAGS)
+
+
+def test_pareto_resume_may_extend_the_trial_count(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "experiment.json").write_text(
+        json.dumps({"kind": "pareto", "task": "sst2", "trials": 6})
+    )
+    args = parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--trials", "10"])
+    adopt_spec(args, grid_cmd.root_of(args), pareto_cmd.PARETO_FLAGS)
+    assert args.trials == 10 and args.task == "sst2"
