@@ -60,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=None, help="tokens per row (default: per form)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: quick 1, full torch's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--computes",
+        default="bfloat16,float32",
+        help="compute dtypes of the rows (a CPU without native bf16 runs bfloat16 rows several times slower)",
+    )
     # worker-only arguments
     p.add_argument("--side", choices=("standard", "rankbits"), help="worker: which side to run")
     p.add_argument("--variant", default=None, help="worker: bits,compute,ckpt")
@@ -73,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seq_len = args.seq_len or form["seq_len"]
     args.threads = args.threads or form["threads"]
     args.eval_tokens = form["eval_tokens"]
+    args.computes = [c.strip() for c in args.computes.split(",") if c.strip()]
     return args
 
 
@@ -325,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-standard-") as tmp:
         args.folder = model_folder(args.model, Path(tmp))
-        for variant in VARIANTS:
+        for variant in [v for v in VARIANTS if v[1] in args.computes or v == (4, "float32", False)]:
             std = side(args, "standard", variant, Path(tmp))
             rb = side(args, "rankbits", variant, Path(tmp), evaluate=variant == (4, "float32", False))
             bits, compute, ckpt = variant
@@ -345,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                     "_rb": rb,
                 }
             )
-        old = rows[VARIANTS.index((4, "float32", False))]["_rb"]
+        old = next(r for r in rows if (r["bits"], r["compute"], r["ckpt"]) == (4, "float32", False))["_rb"]
         default = side(args, "rankbits", (4, "auto", True), Path(tmp), evaluate=True)
     for row in rows:
         row.pop("_rb")
