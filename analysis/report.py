@@ -94,7 +94,7 @@ def write_frame_report(
     return ReportPaths(report, pareto_csv, drawn)
 
 
-SETTING_COLUMNS = ("model", "steps", "seq_len", "batch_size", "lr")
+SETTING_COLUMNS = ("model", "steps", "seq_len", "batch_size", "lr", "compute_dtype", "gradient_checkpointing")
 """Settings that must agree between folders before their metrics are compared (per task, completed trials)."""
 
 
@@ -130,9 +130,9 @@ def resolve_objectives(df: pd.DataFrame, objectives: Mapping[str, str] | str | N
 def grid_table(df: pd.DataFrame) -> pd.DataFrame:
     """The experiment-summary table: one row per grid config (and task / model when several), formatted text.
 
-    Columns: config, method, quantization, LoRA strategy, accuracy or perplexity (mean ± std over the
-    completed seeds where several), trainable %, peak memory MB, weight memory MB, train time s, completed (n
-    of runs).
+    Columns: config, method, quantization, LoRA strategy, regime (compute dtype, "+ckpt" with gradient
+    checkpointing), accuracy or perplexity (mean ± std over the completed seeds where several), trainable %, peak
+    memory MB, predicted MB (the memory model), weight memory MB, train time s, completed (n of runs).
     """
     grid = (
         df[df["config_id"].astype("string").fillna("") != ""] if "config_id" in df.columns else df.iloc[0:0]
@@ -151,11 +151,13 @@ def grid_table(df: pd.DataFrame) -> pd.DataFrame:
         row["method"] = method_label(_first(group["method"]), _first(group["quantization"]))
         row["quantization"] = _first(group["quantization"])
         row["LoRA strategy"] = _first(group["lora_strategy"])
+        row["regime"] = regime_label(group)
         for metric, digits in (("accuracy", 3), ("perplexity", 2)):
             if grid[metric].notna().any():
                 row[metric] = _mean_std(done[metric], digits)
         row["trainable %"] = _mean(done["trainable_pct"], 3)
         row["peak memory MB"] = _mean(done["peak_memory_mb"], 1)
+        row["predicted MB"] = _mean(group["predicted_peak_mb"], 1)
         row["weight memory MB"] = _mean(group["weight_memory_mb"].where(group["weight_memory_mb"] > 0), 1)
         row["train time s"] = _mean(done["train_time_s"], 1)
         row["completed"] = f"{len(done)}/{len(group)}"
@@ -169,6 +171,16 @@ def grid_table(df: pd.DataFrame) -> pd.DataFrame:
         .drop(columns="_rank")
         .reset_index(drop=True)
     )
+
+
+def regime_label(group: pd.DataFrame) -> str:
+    """`bfloat16+ckpt`-style label of the trials' compute dtype and gradient checkpointing ("-" for results made
+    before either was recorded: those ran in float32 without checkpointing)."""
+    dtype = _first(group["compute_dtype"]) if "compute_dtype" in group else ""
+    ckpt = _first(group["gradient_checkpointing"]) if "gradient_checkpointing" in group else ""
+    if not dtype:
+        return "-"
+    return dtype + ("+ckpt" if str(ckpt).lower() in ("true", "1") else "")
 
 
 def method_label(method: str, quantization: str) -> str:

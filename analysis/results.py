@@ -73,6 +73,8 @@ STRING_COLUMNS = (
     "memory_measure",
     "data_note",
     "perplexity_convention",
+    "compute_dtype",
+    "gradient_checkpointing",
 )
 """pandas `string` dtype; missing values are empty strings."""
 INT_COLUMNS = (

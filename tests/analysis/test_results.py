@@ -265,4 +265,6 @@ def test_a_trial_that_died_before_its_first_report_is_one_trial(
         "failed": 1,
         "stopped": 0,
         "infeasible": 0,
+        "diverged": 0,
+        "interrupted": 0,
     }
