@@ -12,13 +12,15 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.devices import COMPUTE_DTYPES, DEVICES
 from trainables.errors import ConfigError
 
 TASKS = ("sst2", "wikitext2")
 BIT_WIDTHS = (4, 8, 16, 32)
 METHODS = ("lora", "adalora")
 HALF_DTYPES = ("bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+"""`training.compute_dtype` values; `trainables.devices.resolve_compute_dtype` says what `auto` means where."""
 PERPLEXITY_CONVENTIONS = {
     "joined": "WikiText-2 tokenized as released (blank lines and line breaks kept), cut into blocks",
     "lines": "WikiText-2 tokenized line by line, blank lines dropped, cut into blocks",

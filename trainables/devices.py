@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from trainables.config import COMPUTE_DTYPES, DEVICES
 from trainables.errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+__all__ = ["COMPUTE_DTYPES", "DEVICES", "pick_device", "resolve_compute_dtype"]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
