@@ -70,11 +70,11 @@ def space(
     """Ray's define-by-run function: sample, build the TrialConfig, predict its peak, plan its resources."""
     from search.resources import plan_trial
     from spaces.pareto import build_config, suggest_params
-    from trainables.memory import estimate
+    from trainables.predict import predicted_peak_mb
 
     params = suggest_params(trial, num_layers)
     cfg = build_config(params, TrialConfig.from_dict(base), num_layers)
-    predicted = estimate(arch, cfg, device.kind).total_mb
+    predicted = predicted_peak_mb(cfg, device.kind, arch)
     trial.set_user_attr("predicted_peak_mb", round(predicted, 1))
     trial.set_user_attr("constraint", [predicted - budget_mb if budget_mb is not None else 0.0])
     if cfg.config_id:

@@ -263,6 +263,20 @@ class MemoryEstimate:
     def total_mb(self) -> float:
         return self.total / MB
 
+    def parts(self) -> dict[str, int]:
+        """The predicted peak by part, in bytes, summing to `total`: weights, adapters, optimizer (adapter
+        gradients + two AdamW moments), activations, logits (counted inside activations here), overhead
+        (framework overhead + the transient dequantized copy of the largest quantized layer)."""
+        adapters = self.adapter // 4
+        return {
+            "weights": self.weights,
+            "adapters": adapters,
+            "optimizer": self.adapter - adapters,
+            "activations": self.activations,
+            "logits": 0,
+            "overhead": self.transient + self.overhead,
+        }
+
 
 # Activations kept for backward, per block per token, in float32 values (multiples of the hidden size, of the MLP
 # width, and of heads x tokens for scores, probabilities and dropout masks), and the causal-LM logits copies:
