@@ -12,7 +12,7 @@ from trainables.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from search import grid_cmd, pareto_cmd, run_cmd
+    from search import export_cmd, grid_cmd, pareto_cmd, plan_cmd, run_cmd
 
     parser = argparse.ArgumentParser(
         prog="rankbits",
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     grid_cmd.register(sub)
     pareto_cmd.register(sub)
+    plan_cmd.register(sub)
+    export_cmd.register(sub)
     from analysis import cli as analysis_cli
 
     analysis_cli.register(sub)
