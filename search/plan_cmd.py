@@ -131,8 +131,13 @@ def _read_arch(cfg: TrialConfig) -> Any:
 
     try:
         return arch_of(cfg)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        lines = str(exc).strip().splitlines()
+        if len(lines) <= 1:
+            raise
+        # transformers' multi-paragraph errors: keep their first sentence, on one line
+        first = lines[0].rstrip()
+        raise ConfigError(first + ")" * (first.count("(") - first.count(")"))) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable config becomes one line, exit 2
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise ConfigError(
