@@ -51,7 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="new folder to write (must not exist or be empty)")
     p.add_argument("--merge", action="store_true", help="also write a merged 16-bit model to OUT/merged")
-    p.add_argument("--device", default="auto", help="where the check runs: auto, cpu, cuda or mps")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where the check runs: cpu, cuda or mps (default: the trial's, if here)",
+    )
     p.add_argument("--skip-check", action="store_true", help="do not re-evaluate the exported model")
     add_data_flag(p)
     p.set_defaults(handler=handle)
@@ -175,6 +179,19 @@ def _check(name: str, value: float, loss: float, trial_value: float, tolerance: 
     }
 
 
+def _trial_device(result: dict[str, Any]) -> str:
+    """The device the trial ran on when this machine has it (the same kernels: the metric reproduces to the last
+    digits), else auto."""
+    from trainables.loop import pick_device
+
+    device = str(result.get("device") or "auto")
+    try:
+        pick_device(device)
+    except ConfigError:
+        return "auto"
+    return device
+
+
 def handle(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -189,7 +206,7 @@ def handle(args: argparse.Namespace) -> int:
     )
     failed = []
     if not args.skip_check or args.merge:
-        model, tokenizer = export.load_exported(out, device=args.device)
+        model, tokenizer = export.load_exported(out, device=args.device or _trial_device(record.result))
         checks = {}
         trial_value = record.metric
         if trial_value is not None and not args.skip_check:
