@@ -366,6 +366,12 @@ def handle(args: argparse.Namespace) -> int:
         for row in plan.rows:
             print(f"rankbits plan: measuring {row.config_id} {row.settings or ''}", file=sys.stderr)
             value, error = measure_row(row, args.measure, device)
+            print(
+                f"rankbits plan:   measured {value} MB, predicted {row.total_mb} MB"
+                if error is None
+                else error,
+                file=sys.stderr,
+            )
             measured.append(dataclasses.replace(row, measured_mb=value, measure_error=error))
         plan = dataclasses.replace(plan, rows=measured)
     print(json.dumps(plan_dict(plan), indent=2) if args.json else plan_text(plan))
