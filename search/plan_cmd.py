@@ -162,8 +162,8 @@ def _with_training(cfg: TrialConfig, **changes: Any) -> TrialConfig:
 
 
 def largest_fitting(total_mb: Any, low: int, high: int, budget_mb: float) -> int:
-    """Largest n in [low, high] with total_mb(n) <= budget_mb, for a total non-decreasing in n; low - 1 when
-    none fits (0 for batch sizes, 7 -> reported as 0 for sequence lengths by the caller)."""
+    """Largest n in [low, high] with total_mb(n) <= budget_mb, for a total non-decreasing in n (doubling, then
+    bisection: about 2 log2(n) predictions); low - 1 when not even `low` fits."""
     if total_mb(low) > budget_mb:
         return low - 1
     good, step = low, 1
