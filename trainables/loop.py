@@ -21,8 +21,7 @@ import torch
 from trainables import adapters, data, metrics, models
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError, TrialFailed
-from trainables.memory import MB, PeakMeter, arch_from_model, release_device_memory
-from trainables.predict import predicted_peak_mb
+from trainables.memory import MB, PeakMeter, arch_from_model, estimate, release_device_memory
 from trainables.quantize import quantize_model
 from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
@@ -131,7 +130,7 @@ def prepare(cfg: TrialConfig) -> Prepared:
 
     # The module tree on the meta device: the memory prediction, and every import loading needs, before the baseline.
     arch = arch_from_model(models.meta_model(cfg.model, cfg.task.name), causal=cfg.task.name == "wikitext2")
-    result.predicted_peak_mb = round(predicted_peak_mb(cfg, device.type, arch), 1)
+    result.predicted_peak_mb = round(estimate(arch, cfg, device.type).total_mb, 1)
     import bitsandbytes  # noqa: F401
     import peft  # noqa: F401
 
