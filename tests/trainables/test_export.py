@@ -140,3 +140,10 @@ def test_load_exported_is_importable_from_trainables(trained):
     assert load_exported is export.load_exported
     record = json.loads((trained[2] / export.EXPORT_FILE).read_text())
     assert record["config"]["model"]["name"] == "tiny-llama" and record["trial_id"] == "t1"
+
+
+def test_the_trials_predicted_peak_is_predict_peak(trained):
+    from trainables.predict import predicted_peak_mb
+
+    cfg, result, _ = trained
+    assert result.predicted_peak_mb == round(predicted_peak_mb(cfg, "cpu"), 1)
