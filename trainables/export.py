@@ -276,6 +276,15 @@ def load_exported(folder: str | Path, device: str = "auto", trainable: bool = Fa
     record = read_record(folder)
     dev = pick_device(device)
     model, tokenizer = rebuild_base(record, dev)
+    from trainables import adapters, models
+
+    enable_checkpointing = getattr(models, "enable_gradient_checkpointing", None)
+    if (
+        trainable
+        and enable_checkpointing is not None
+        and getattr(record.trial_config.training, "gradient_checkpointing", False)
+    ):
+        enable_checkpointing(model)  # train on as the trial trained
     with warnings.catch_warnings():
         # AdaLoRA checkpoints keep their pruned ranks as `...lora_E` keys, which PEFT applies while loading the
         # weights but warns about first; the export check shows the model is the trained one.
@@ -283,11 +292,8 @@ def load_exported(folder: str | Path, device: str = "auto", trainable: bool = Fa
         model = PeftModel.from_pretrained(model, str(folder / ADAPTER_DIR), is_trainable=trainable)
     model.to(dev)
     if trainable:
-        from trainables import adapters
-
-        keep = getattr(
-            adapters, "keep_trainable_float32", None
-        )  # as the trial kept them, where rankbits does
+        # adapter weights stay float32 under a 16-bit compute dtype, as the trial kept them
+        keep = getattr(adapters, "keep_trainable_float32", None)
         if keep is not None:
             keep(model)
         model.train()
