@@ -149,9 +149,8 @@ def analytic(cfg: Any, device_type: str) -> dict[str, Any]:
         acc[1] += n_weights[-1]
     wide = wide_buffer_bytes(cfg)
     predicted = estimate(arch, cfg, device_type)
-    fp32 = (
-        arch.other_bytes(4)
-        + sum(formula_bytes(32, o, i, bias)[0] for block in arch.block_linears for _, o, i, bias in block)
+    fp32 = arch.other_bytes(4) + sum(
+        formula_bytes(32, o, i, bias)[0] for block in arch.block_linears for _, o, i, bias in block
     )
     return {
         "bits": bits,

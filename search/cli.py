@@ -19,6 +19,11 @@ COMMANDS = {
     "run": ("search.run_cmd", "run one trial (a grid config or your own settings) without Ray"),
     "grid": ("search.grid_cmd", "run the fixed six-config grid on Ray Tune and write the summary table"),
     "pareto": ("search.pareto_cmd", "Optuna multi-objective search over ranks and per-layer bits (Ray Tune)"),
+    "plan": (
+        "search.plan_cmd",
+        "predicted training peak by part before any download: fits, largest batch / length",
+    ),
+    "export": ("search.export_cmd", "write a trial's adapter and quantized-base recipe as a loadable folder"),
     "analyze": ("analysis.cli", "tables, Pareto set, hypervolume and plots for one or more results folders"),
 }
 """Subcommand name -> (module with `register(subparsers)`, one-line help for `rankbits --help`)."""

@@ -64,17 +64,10 @@ def _layers(model: str) -> int:
     return count_layers(ModelConfig(name=model))
 
 
-@functools.cache
-def _arch(model: str, task: str) -> Any:
-    from trainables.memory import arch_for
-
-    return arch_for(TrialConfig.from_dict({"task": {"name": task}, "model": {"name": model}}))
-
-
 def predicted_mb(cfg: TrialConfig, device_kind: str) -> float:
-    from trainables.memory import estimate
+    from trainables.predict import predicted_peak_mb
 
-    return estimate(_arch(cfg.model.name, cfg.task.name), cfg, device_kind).total_mb
+    return predicted_peak_mb(cfg, device_kind)
 
 
 def build_cells(args: argparse.Namespace) -> list[TrialConfig]:

@@ -95,12 +95,12 @@ def base_config(args: argparse.Namespace) -> TrialConfig:
 def smallest_peak_mb(arch: Any, base: TrialConfig, num_layers: int, device_kind: str) -> float:
     """Predicted peak of the cheapest point of the space (all 4-bit, the smallest LoRA budget)."""
     from spaces.pareto import build_config
-    from trainables.memory import estimate
+    from trainables.predict import predicted_peak_mb
 
     cheapest = build_config(
         {"method": "lora", "bits": [4] * num_layers, "ranks": [1] * num_layers}, base, num_layers
     )
-    return estimate(arch, cheapest, device_kind).total_mb
+    return predicted_peak_mb(cheapest, device_kind, arch)
 
 
 def _objectives_spec(text: str | None) -> dict[str, str] | None:

@@ -149,13 +149,13 @@ def space(
     fields fixed without training, "threads", "memory_fraction", "forked", "resources"}."""
     from search.resources import plan_trial
     from spaces.pareto import build_config, checkpointing_choices, runnable_methods, suggest_params
-    from trainables.memory import estimate
+    from trainables.predict import predict_peak
 
     base_cfg = TrialConfig.from_dict(base)
     choices = checkpointing_choices(objectives or [], base_cfg)
     params = suggest_params(trial, num_layers, runnable_methods(base_cfg), choices)
     cfg = build_config(params, base_cfg, num_layers)
-    est = estimate(arch, cfg, device.kind)
+    est = predict_peak(cfg, device.kind, arch)
     predicted = est.total_mb
     known = known_values(arch, cfg, est)
     infeasible = budget_mb is not None and predicted > budget_mb

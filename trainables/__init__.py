@@ -8,3 +8,11 @@ import os
 # The 16-bit configs measured 13-20% above the memory model while the quantized ones did not. Set before any
 # primitive exists (the value is read once); a value the user set is kept. MPS and CUDA do not use oneDNN.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562: `from trainables import load_exported`, imported lazily
+    if name == "load_exported":
+        from trainables.export import load_exported
+
+        return load_exported
+    raise AttributeError(f"module 'trainables' has no attribute {name!r}")

@@ -23,7 +23,8 @@ from trainables.config import TrialConfig
 from trainables.devices import pick_device, resolve_compute_dtype, torch_dtype
 from trainables.divergence import divergence_reason, final_window
 from trainables.errors import TrialFailed
-from trainables.memory import MB, PeakMeter, arch_from_model, estimate, release_device_memory
+from trainables.memory import MB, PeakMeter, release_device_memory
+from trainables.predict import predicted_peak_mb
 from trainables.quantize import quantize_model
 from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
@@ -128,8 +129,7 @@ def prepare(cfg: TrialConfig) -> Prepared:
     steps = total_steps(cfg, len(task_data.train))
 
     # The module tree on the meta device: the memory prediction, and every import loading needs, before the baseline.
-    arch = arch_from_model(models.meta_model(cfg.model, cfg.task.name), causal=cfg.task.name == "wikitext2")
-    result.predicted_peak_mb = round(estimate(arch, cfg, device.type).total_mb, 1)
+    result.predicted_peak_mb = round(predicted_peak_mb(cfg, device.type), 1)
     import bitsandbytes  # noqa: F401
     import peft  # noqa: F401
 

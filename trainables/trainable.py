@@ -161,10 +161,10 @@ def storage_trial_dir(ctx: Any) -> Path:
 
 def predicted_peak_mb(cfg: TrialConfig, device_type: str | None = None) -> float:
     from trainables.devices import pick_device
-    from trainables.memory import arch_for, estimate
+    from trainables.predict import predicted_peak_mb as predict
 
     device = device_type or pick_device(cfg.training.device).type
-    return estimate(arch_for(cfg), cfg, device).total_mb
+    return predict(cfg, device)
 
 
 def read_trial_file(trial_dir: str | Path) -> dict[str, Any] | None:

@@ -1,0 +1,38 @@
+"""One prediction of a trial's training peak, shared by `rankbits plan`, the grid's resource packing, the Pareto
+search's budget constraint, the trainable's infeasibility check and every result's `predicted_peak_mb`.
+
+The model's shape comes from its config alone (a module tree on the meta device, no weights); it is built once per
+(model, task) in this process and reused, so predicting many settings of one model costs milliseconds each.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from trainables.config import ModelConfig, TaskConfig, TrialConfig
+from trainables.memory import MB, ArchSpec, MemoryEstimate, arch_for, estimate
+
+
+@functools.lru_cache(maxsize=16)
+def _arch(model: str, cache_dir: str | None, task: str) -> ArchSpec:
+    return arch_for(
+        TrialConfig(task=TaskConfig(name=task), model=ModelConfig(name=model, cache_dir=cache_dir))
+    )
+
+
+def arch_of(cfg: TrialConfig) -> ArchSpec:
+    """The memory model's view of `cfg`'s model (cached per model name, cache folder and task).
+
+    Raises ConfigError when the model's config cannot be read (not found offline, no config.json)."""
+    return _arch(cfg.model.name, cfg.model.cache_dir, cfg.task.name)
+
+
+def predict_peak(cfg: TrialConfig, device_type: str = "cpu", arch: ArchSpec | None = None) -> MemoryEstimate:
+    """Predicted training peak of `cfg` on a `device_type` ("cpu", "cuda" or "mps") device, by part (bytes;
+    `.total_mb` in MB = 2^20 bytes). `arch` skips reading the model's config when the caller has it already."""
+    return estimate(arch if arch is not None else arch_of(cfg), cfg, device_type)
+
+
+def predicted_peak_mb(cfg: TrialConfig, device_type: str = "cpu", arch: ArchSpec | None = None) -> float:
+    """`predict_peak(...).total` in MB (2^20 bytes)."""
+    return predict_peak(cfg, device_type, arch).total / MB
