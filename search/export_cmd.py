@@ -8,7 +8,7 @@ the trial's own evaluation sample; a metric that differs from the trial's beyond
 its metric is from the trial's.
 
 RESULTS_DIR is a grid / pareto results folder (trials under `tune/`, read with `search.results_io`) or a
-`rankbits run --output` folder (`result.json` + `adapter/`).
+`rankbits run --output` folder (`trial_result.json`, or `result.json` before that name, + `adapter/`).
 """
 
 from __future__ import annotations
@@ -69,8 +69,18 @@ class Found:
     adapter_dir: Path
 
 
-def _run_folder(root: Path) -> list[Found]:
-    data = json.loads((root / "result.json").read_text())
+RUN_FILES = ("trial_result.json", "result.json")
+"""What a `rankbits run --output` folder calls its result (the second: run folders made before the rename)."""
+
+
+def _run_file(root: Path) -> Path | None:
+    if (root / "tune").is_dir():
+        return None
+    return next((root / n for n in RUN_FILES if (root / n).is_file()), None)
+
+
+def _run_folder(root: Path, file: Path) -> list[Found]:
+    data = json.loads(file.read_text())
     return [Found(None, data["config"], data["result"], root / "adapter")]
 
 
@@ -98,13 +108,14 @@ def find_trials(root: str | Path) -> list[Found]:
 
     Raises ConfigError when `root` is neither a grid / pareto results folder nor a `rankbits run` folder."""
     root = Path(root)
-    if (root / "result.json").is_file():
-        return _run_folder(root)
+    run_file = _run_file(root)
+    if run_file is not None:
+        return _run_folder(root, run_file)
     from search import results_io
 
     if not root.is_dir() or not results_io.tune_dirs(root):
         raise ConfigError(
-            f"RESULTS_DIR {str(root)!r}: not a results folder (no tune/ trials, no result.json); give a "
+            f"RESULTS_DIR {str(root)!r}: not a results folder (no tune/ trials, no trial_result.json); give a "
             "rankbits grid / pareto folder or a rankbits run --output folder"
         )
     return _grid_folder(root)

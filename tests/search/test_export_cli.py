@@ -44,7 +44,7 @@ def grid_folder(runs, tmp_path):
         trial_id, peak, accuracy = values[config_id]
         trial_dir = root / "tune" / f"train_{trial_id}"
         shutil.copytree(run / "adapter", trial_dir / "adapter")
-        saved = json.loads((run / "result.json").read_text())
+        saved = json.loads((run / "trial_result.json").read_text())
         saved["result"].update(peak_memory_mb=peak, accuracy=accuracy)
         entry = {"trial_id": trial_id, "config": saved["config"], "result": saved["result"]}
         (trial_dir / "trial_result.json").write_text(json.dumps(entry))
@@ -68,7 +68,7 @@ def test_best_under_mb_picks_the_best_trial_that_fits(grid_folder, tmp_path, lim
 def test_export_by_trial_id_of_a_grid_folder_checks_the_metric(grid_folder, runs, tmp_path):
     trial_file = grid_folder / "tune" / "train_aaaaa_00001" / "trial_result.json"
     entry = json.loads(trial_file.read_text())
-    original = json.loads((runs["B-Q4"] / "result.json").read_text())["result"]["accuracy"]
+    original = json.loads((runs["B-Q4"] / "trial_result.json").read_text())["result"]["accuracy"]
     entry["result"]["accuracy"] = original  # the fixture's made-up 0.75 would (rightly) fail the check
     trial_file.write_text(json.dumps(entry))
     out = tmp_path / "export"
@@ -108,9 +108,9 @@ def test_not_a_results_folder_and_a_taken_out_are_refused(runs, tmp_path, capsys
 def test_a_metric_that_does_not_reproduce_fails_loudly(runs, tmp_path, capsys):
     run = tmp_path / "tampered"
     shutil.copytree(runs["B-Q4"], run)
-    saved = json.loads((run / "result.json").read_text())
+    saved = json.loads((run / "trial_result.json").read_text())
     saved["result"]["accuracy"] += 0.25  # what the trial claims is not what its adapter gives
-    (run / "result.json").write_text(json.dumps(saved))
+    (run / "trial_result.json").write_text(json.dumps(saved))
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_a_metric_that_does_not_reproduce_fails_loudly(runs, tmp_path, capsys):
 @pytest.mark.slow
 def test_exported_run_reproduces_in_a_fresh_process_and_merge_is_measured(tiny_data, tmp_path, capsys):
     run = _run(tmp_path, tiny_data, "Joint-3", task="wikitext2", model="tiny-llama")
-    trial = json.loads((run / "result.json").read_text())["result"]
+    trial = json.loads((run / "trial_result.json").read_text())["result"]
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out), "--merge"]) == 0
     printed = capsys.readouterr().out
