@@ -364,6 +364,12 @@ GC_BLOCKS = 2.0
 # 773-985 MB; smollm2-135m WikiText-2 24 steps, 5,235-5,722 MB).
 ACT_FACTOR = {"cpu": 2.0, "mps": 1.0, "cuda": 1.0}
 OVERHEAD_BYTES = {"cpu": 340 * MB, "mps": 16 * MB, "cuda": 16 * MB}
+# With gradient checkpointing the CPU resident set keeps far more freed memory per live byte (blocks are recomputed
+# and freed again in backward): one factor, no fixed overhead, fitted (in sample) to this machine's float32 runs:
+# minilm-l6 SST-2 B-FP / B-Q4 / B-Ada / Joint-1 (60 steps, `rankbits plan --measure`: 424 / 377 / 416 / 353 MB) and
+# smollm2-135m WikiText-2 B-Q4 (6 steps, benchmarks/standard_path.py: 2,650 and 3,102 MB in two processes).
+ACT_FACTOR_CHECKPOINTED = {"cpu": 4.0, "mps": 1.0, "cuda": 1.0}
+OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, "mps": 16 * MB, "cuda": 16 * MB}
 SST2_PEAK_TOKENS = 63
 """Batches are padded to their longest row: the longest of 300 SST-2 batches of 16 is 63 MiniLM tokens (seed 0;
 the longest sentence is about 66)."""
@@ -439,7 +445,11 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
         if arch.attn_dropout and device_type == "cpu":
             per_token += ACT_ATTN_BYTES * arch.heads * tokens
         per_block.append(bt * per_token)
-    factor = ACT_FACTOR.get(device_type, 1.0)
+    ckpt = cfg.training.gradient_checkpointing
+    factor = (ACT_FACTOR_CHECKPOINTED if ckpt else ACT_FACTOR).get(device_type, 1.0)
+    overhead = (OVERHEAD_BYTES_CHECKPOINTED if ckpt else OVERHEAD_BYTES).get(
+        device_type, OVERHEAD_BYTES["cpu"]
+    )
     logits = LOGIT_BYTES * bt * arch.vocab if arch.causal else 0.0
     transient = 2 * largest
     if cfg.training.gradient_checkpointing:
@@ -456,5 +466,5 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
         optimizer=12 * n_params,
         activations=int(act * factor),
         logits=int(logits * factor),
-        overhead=OVERHEAD_BYTES.get(device_type, OVERHEAD_BYTES["cpu"]),
+        overhead=int(overhead),
     )
