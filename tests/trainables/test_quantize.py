@@ -63,7 +63,10 @@ def test_per_layer_map_lands_on_the_right_modules():
     assert prefix == "bert.encoder.layer" and report.bits_per_layer == [4, 8]
     kinds0 = {type(m) for m in blocks[0].modules() if isinstance(m, nn.Linear)}
     kinds1 = {type(m) for m in blocks[1].modules() if isinstance(m, nn.Linear)}
-    assert kinds0 == {bnb.nn.Linear4bit} and kinds1 == {bnb.nn.Linear8bitLt}
+    from trainables.int8 import Int8Linear
+
+    assert kinds0 == {bnb.nn.Linear4bit} and kinds1 == {Int8Linear}
+    assert issubclass(Int8Linear, bnb.nn.Linear8bitLt)  # PEFT picks its 8-bit LoRA layer by this class
     assert type(model.classifier) is nn.Linear and model.classifier.weight.dtype == torch.float32
     assert model.bert.embeddings.word_embeddings.weight.dtype == torch.float32
     assert model.is_loaded_in_4bit and model.is_loaded_in_8bit

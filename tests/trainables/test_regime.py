@@ -74,7 +74,7 @@ def _cfg(data_dir, model, task, **sections):
         "task": {"name": task, "data_dir": str(data_dir)},
         "model": {"name": model},
         "training": {
-            "max_steps": 6,
+            "max_steps": 3,
             "batch_size": 4,
             "seq_len": 32,
             "lr": 3e-3,
