@@ -203,6 +203,10 @@ def build_plan(
     fixed, varied = split_variants(overrides or [])
     base = TrialConfig.from_dict({"task": {"name": task, "data_dir": data_dir}, "model": {"name": model}})
     arch = _read_arch(base)
+    from trainables.checks import check_model_bounds
+    from trainables.models import load_config
+
+    model_config = load_config(base.model)
     positions = _max_positions(base)
     rows = []
     for config_id in config_ids:
@@ -212,6 +216,7 @@ def build_plan(
         for combo in itertools.product(*[options for _, options in varied]):
             settings = {key: value for (key, _), value in zip(varied, combo)}
             cfg = cell.with_overrides(settings) if settings else cell
+            check_model_bounds(cfg, model_config)  # what `run` refuses, plan refuses too (exit 2)
             est = predict_peak(cfg, device, arch)
             total = est.total / MB
             max_batch = max_seq = None

@@ -177,3 +177,8 @@ def test_measure_trains_each_row_and_reports_beside_the_prediction(tiny_data, ca
     assert code == 0, captured.err
     (row,) = json.loads(captured.out)["rows"]
     assert row["measure_error"] is None and row["measured_mb"] > 0 and "measured_error_pct" in row
+
+
+def test_a_sequence_longer_than_the_model_takes_is_refused_as_run_refuses_it():
+    with pytest.raises(ConfigError, match="training.seq_len: 1024 tokens is above the 512"):
+        _plan(model="tiny-gpt2", overrides=["training.seq_len=1024"])
