@@ -275,14 +275,19 @@ def load_model(
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Turn on transformers' own gradient checkpointing, non-reentrant (the form that needs no input gradients and
+    """Turn on transformers' own gradient checkpointing (`activation_checkpointing_enable`, formerly
+    `gradient_checkpointing_enable`), non-reentrant (the form that needs no input gradients and
     works with frozen, quantized bases and PEFT adapters); ConfigError for a model class without it."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError(
             f"training.gradient_checkpointing: model type {getattr(model.config, 'model_type', '?')!r} does not "
             "support it in transformers; set training.gradient_checkpointing=false"
         )
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x: the new name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False  # a cache is useless in training and conflicts with checkpointing
 
