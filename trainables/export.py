@@ -217,12 +217,6 @@ model, tokenizer = load_exported("{out}", trainable=True)  # continue training t
 # --- rebuilding ------------------------------------------------------------------------------------------------
 
 
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
 def rebuild_base(record: ExportRecord, device: Any) -> tuple[Any, Any]:
     """(quantized base model, tokenizer) exactly as the trial built them before attaching its adapter: the same
     loader and seed, the same per-layer bitsandbytes layers, the recorded compute dtype."""
@@ -232,7 +226,9 @@ def rebuild_base(record: ExportRecord, device: Any) -> tuple[Any, Any]:
     from trainables.quantize import quantize_model
 
     cfg = record.trial_config
-    dtype = _torch_dtype(record.compute_dtype)
+    from trainables.devices import torch_dtype  # noqa: I001 - lazy: no torch at import
+
+    dtype = torch_dtype(record.compute_dtype)
     tokenizer = models.load_tokenizer(cfg.model)
     load_dtype = torch.float32 if 32 in record.bits_per_layer else dtype  # as loop.prepare loads
     model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
@@ -273,7 +269,9 @@ def load_exported(folder: str | Path, device: str = "auto", trainable: bool = Fa
         model = PeftModel.from_pretrained(model, str(folder / ADAPTER_DIR), is_trainable=trainable)
     model.to(dev)
     # as the trial had them: adapter weights and a trained head in float32, AdaLoRA's ranknum in the compute dtype
-    adapters.set_dtypes(model, _torch_dtype(record.compute_dtype))
+    from trainables.devices import torch_dtype  # noqa: I001 - lazy: no torch at import
+
+    adapters.set_dtypes(model, torch_dtype(record.compute_dtype))
     if trainable:
         model.train()
     else:
@@ -362,7 +360,9 @@ def merge_16bit(model: Any, dtype_name: str = "bfloat16") -> Any:
     outputs). Modifies `model` in place; returns the unwrapped model."""
     from peft.tuners.lora import LoraLayer
 
-    dtype = _torch_dtype(dtype_name)
+    from trainables.devices import torch_dtype  # noqa: I001 - lazy: no torch at import
+
+    dtype = torch_dtype(dtype_name)
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             base = module.get_base_layer()

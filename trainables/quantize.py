@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from trainables.config import QuantizationConfig
+from trainables.devices import torch_dtype
 
 BLOCKSIZE_4BIT = 64
 NESTED_BLOCKSIZE = 256
@@ -43,17 +44,13 @@ class CastLinear(nn.Linear):
 HalfLinear = CastLinear  # the name of results made before the compute dtype existed
 
 
-def _dtype(name: str) -> torch.dtype:
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
-
-
 def storage_dtype(bits: int, qcfg: QuantizationConfig, compute_dtype: torch.dtype) -> torch.dtype | None:
     """The dtype a `bits`-wide block layer keeps its weights in (None for the bitsandbytes 4 / 8-bit layers):
     32 -> float32; 16 -> the compute dtype when that is 16-bit, else `quantization.half_dtype`."""
     if bits == 32:
         return torch.float32
     if bits == 16:
-        return compute_dtype if compute_dtype != torch.float32 else _dtype(qcfg.half_dtype)
+        return compute_dtype if compute_dtype != torch.float32 else torch_dtype(qcfg.half_dtype)
     return None
 
 
