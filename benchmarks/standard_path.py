@@ -65,6 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="bfloat16,float32",
         help="compute dtypes of the rows (a CPU without native bf16 runs bfloat16 rows several times slower)",
     )
+    p.add_argument(
+        "--check-compute",
+        default="auto",
+        help="compute dtype of the issue-12 check's new-regime side (default auto: what a user gets here)",
+    )
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run only the issue-12 check (rankbits B-Q4, old regime vs new), not the standard-path rows",
+    )
     # worker-only arguments
     p.add_argument("--side", choices=("standard", "rankbits"), help="worker: which side to run")
     p.add_argument("--variant", default=None, help="worker: bits,compute,ckpt")
@@ -269,8 +279,8 @@ def side(
 
 
 def build_report(args: argparse.Namespace, rows: list[Row], check: dict[str, Any]) -> Report:
-    peaks = [r["peak_ratio"] for r in rows]
-    speeds = [r["speed_ratio"] for r in rows]
+    peaks = [r["peak_ratio"] for r in rows] or [float("nan")]
+    speeds = [r["speed_ratio"] for r in rows] or [float("nan")]
     header = [
         f"standard_path ({'quick' if args.quick else 'full'}): rankbits fit() vs transformers + PEFT + bitsandbytes",
         f"  {args.model}, WikiText-2, {args.steps} steps of {args.batch} x {args.seq_len} tokens, LoRA r=8 on every "
@@ -284,7 +294,8 @@ def build_report(args: argparse.Namespace, rows: list[Row], check: dict[str, Any
             "already 4-bit, so 4-bit vs 16-bit quality differences here are not those of a 16-bit checkpoint"
         )
     notes = [
-        f"issue-12 check (rankbits B-Q4): defaults (compute {check['default_compute']}, checkpointing on) "
+        f"issue-12 check (rankbits B-Q4): new regime (compute {check['asked_compute']} -> "
+        f"{check['default_compute']}, checkpointing on) "
         f"{check['default_peak']} MB vs old regime (float32, no checkpointing) {check['old_peak']} MB: "
         f"{check['peak_ratio']:.3f}x (goal <= 0.40); perplexity {check['default_ppl']:.3f} vs "
         f"{check['old_ppl']:.3f} ({100 * (check['ppl_ratio'] - 1):+.2f}%, goal within 3%)",
@@ -331,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-standard-") as tmp:
         args.folder = model_folder(args.model, Path(tmp))
-        for variant in [v for v in VARIANTS if v[1] in args.computes or v == (4, "float32", False)]:
+        old = side(args, "rankbits", (4, "float32", False), Path(tmp), evaluate=True)
+        variants = [v for v in VARIANTS if v[1] in args.computes or v == (4, "float32", False)]
+        for variant in [] if args.check_only else variants:
             std = side(args, "standard", variant, Path(tmp))
-            rb = side(args, "rankbits", variant, Path(tmp), evaluate=variant == (4, "float32", False))
+            rb = old if variant == (4, "float32", False) else side(args, "rankbits", variant, Path(tmp))
             bits, compute, ckpt = variant
             rows.append(
                 {
@@ -351,11 +364,11 @@ def main(argv: list[str] | None = None) -> int:
                     "_rb": rb,
                 }
             )
-        old = next(r for r in rows if (r["bits"], r["compute"], r["ckpt"]) == (4, "float32", False))["_rb"]
-        default = side(args, "rankbits", (4, "auto", True), Path(tmp), evaluate=True)
+        default = side(args, "rankbits", (4, args.check_compute, True), Path(tmp), evaluate=True)
     for row in rows:
         row.pop("_rb")
     check = {
+        "asked_compute": args.check_compute,
         "default_compute": default["compute"],
         "default_peak": default["peak_mb"],
         "old_peak": old["peak_mb"],
