@@ -93,12 +93,16 @@ def base_config(args: argparse.Namespace) -> TrialConfig:
 
 
 def smallest_peak_mb(arch: Any, base: TrialConfig, num_layers: int, device_kind: str) -> float:
-    """Predicted peak of the cheapest point of the space (all 4-bit, the smallest LoRA budget)."""
+    """Predicted peak of the cheapest point of the space (all at the narrowest searchable width, 4-bit, and the
+    smallest LoRA budget)."""
     from spaces.pareto import build_config
+    from trainables.precisions import search_bits
     from trainables.predict import predicted_peak_mb
 
     cheapest = build_config(
-        {"method": "lora", "bits": [4] * num_layers, "ranks": [1] * num_layers}, base, num_layers
+        {"method": "lora", "bits": [min(search_bits())] * num_layers, "ranks": [1] * num_layers},
+        base,
+        num_layers,
     )
     return predicted_peak_mb(cheapest, device_kind, arch)
 

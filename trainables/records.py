@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainables.config import TrialConfig
+from trainables.precisions import quantization_label
 from trainables.result import TrialResult, TrialStatus
 
 SUMMARY_COLUMNS = [
@@ -55,15 +56,6 @@ SUMMARY_COLUMNS = [
 
 def _join(values: list[Any]) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-
-
-def quantization_label(bits: list[int]) -> str:
-    """'fp32', 'fp16/bf16', 'nf4', 'int8' for uniform bits; 'mixed 8/4' and the like otherwise."""
-    names = {32: "fp32", 16: "16-bit", 8: "int8", 4: "nf4"}
-    kinds = sorted(set(bits), reverse=True)
-    if len(kinds) == 1:
-        return names[kinds[0]]
-    return "mixed " + "/".join(str(k) for k in kinds)
 
 
 def lora_strategy(cfg: TrialConfig) -> str:
