@@ -27,20 +27,11 @@ from matplotlib.figure import Figure
 from analysis.objectives import default_objectives, validate_objectives
 from analysis.pareto import pareto_front, pareto_mask
 from analysis.results import GRID_CONFIG_IDS, per_layer
+from trainables.columns import COLUMNS, LiveMap, is_memory
 from trainables.errors import ConfigError
 
-AXIS_LABELS = {
-    "accuracy": "accuracy",
-    "perplexity": "perplexity",
-    "eval_loss": "eval loss",
-    "peak_memory_mb": "peak memory (MB)",
-    "peak_load_memory_mb": "peak load memory (MB)",
-    "weight_memory_mb": "weight memory (MB)",
-    "adapter_memory_mb": "adapter memory (MB)",
-    "predicted_peak_mb": "predicted peak memory (MB)",
-    "trainable_params": "trainable parameters",
-    "train_time_s": "train time (s)",
-}
+AXIS_LABELS: Mapping[str, str] = LiveMap(lambda: {c.name: c.axis_label for c in COLUMNS})
+"""Axis label per result column (`trainables.columns.Column.label`), read live."""
 STATUS_MARKERS = {
     "completed": "o",
     "stopped": "s",
@@ -107,7 +98,7 @@ def pareto_scatter_data(df: pd.DataFrame, objectives: Mapping[str, str] | None =
             f"{', '.join(objectives)}"
         )
     y, x = list(objectives)
-    if y.endswith("_mb") and not x.endswith("_mb"):  # memory always on the x axis
+    if is_memory(y) and not is_memory(x):  # memory always on the x axis
         x, y = y, x
     mask = pareto_mask(df, objectives)
     xs = pd.to_numeric(df[x], errors="coerce").astype("float64")

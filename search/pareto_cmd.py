@@ -19,6 +19,7 @@ from search.common import (
 )
 from search.grid_cmd import add_experiment_flags, root_of
 from spaces.grid import TASK_MODELS, TASK_TRAINING
+from trainables.columns import objective_columns
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
 
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--objectives",
         default=None,
-        help="comma list of column:direction (default: the task metric and peak_memory_mb:min)",
+        help="comma list of column:direction (default: the task metric and peak_memory_mb:min); columns: "
+        + ", ".join(objective_columns()),
     )
     p.add_argument(
         "--memory-budget-mb",
