@@ -182,6 +182,7 @@ class LiveMap(Mapping[str, V]):
 
 _MB = "MB"
 
+# fmt: off
 for _column in (
     Column("source", "string", summary=False),
     Column("kind", "string", summary=False),
@@ -199,78 +200,28 @@ for _column in (
     Column("accuracy", direction="max", high=1.0, label="accuracy", digits=3, short="acc"),
     Column("perplexity", direction="min", label="perplexity", digits=2, short="ppl"),
     Column("eval_loss", direction="min", label="eval loss", digits=4),
-    Column(
-        "trainable_params",
-        "Int64",
-        direction="min",
-        label="trainable parameters",
-        known=True,
-        blank_when_partial=True,
-    ),
+    Column("trainable_params", "Int64", direction="min", label="trainable parameters", known=True,
+           blank_when_partial=True),
     Column("total_params", "Int64", blank_when_partial=True),
-    Column(
-        "trainable_pct",
-        unit="%",
-        direction="min",
-        label="trainable parameters (%)",
-        digits=3,
-        blank_when_partial=True,
-        short="train%",
-    ),
+    Column("trainable_pct", unit="%", direction="min", label="trainable parameters (%)", digits=3,
+           blank_when_partial=True, short="train%"),
     Column("peak_memory_mb", unit=_MB, direction="min", label="peak memory (MB)", digits=1, short="peak MB"),
     Column("peak_load_memory_mb", unit=_MB, direction="min", label="peak load memory (MB)", digits=1),
-    Column(
-        "weight_memory_mb",
-        unit=_MB,
-        direction="min",
-        label="weight memory (MB)",
-        digits=1,
-        known=True,
-        blank_when_partial=True,
-        short="weights MB",
-    ),
-    Column(
-        "adapter_memory_mb",
-        unit=_MB,
-        direction="min",
-        label="adapter memory (MB)",
-        digits=1,
-        blank_when_partial=True,
-    ),
-    Column(
-        "predicted_peak_mb",
-        unit=_MB,
-        direction="min",
-        label="predicted peak memory (MB)",
-        digits=1,
-        short="pred MB",
-    ),
-    Column(
-        "train_time_s",
-        unit="s",
-        direction="min",
-        label="train time (s)",
-        digits=1,
-        blank_when_partial=True,
-        short="time s",
-    ),
-    Column(
-        "tokens_per_s",
-        unit="tokens/s",
-        direction="max",
-        label="throughput (tokens/s)",
-        blank_when_partial=True,
-        short="tok/s",
-    ),
+    Column("weight_memory_mb", unit=_MB, direction="min", label="weight memory (MB)", digits=1, known=True,
+           blank_when_partial=True, short="weights MB"),
+    Column("adapter_memory_mb", unit=_MB, direction="min", label="adapter memory (MB)", digits=1,
+           blank_when_partial=True),
+    Column("predicted_peak_mb", unit=_MB, direction="min", label="predicted peak memory (MB)", digits=1,
+           short="pred MB"),
+    Column("train_time_s", unit="s", direction="min", label="train time (s)", digits=1, blank_when_partial=True,
+           short="time s"),
+    Column("tokens_per_s", unit="tokens/s", direction="max", label="throughput (tokens/s)",
+           blank_when_partial=True, short="tok/s"),
     Column("steps", "Int64"),
     Column("bits_per_layer", "layers", short="bits"),
-    Column(
-        "mean_bits", unit="bits", direction="min", label="mean bits per weight", digits=2, source="derived"
-    ),
+    Column("mean_bits", unit="bits", direction="min", label="mean bits per weight", digits=2, source="derived"),
     Column("ranks_per_layer", "layers", short="ranks"),
-    Column(
-        "total_rank", "Int64", direction="min", label="total LoRA rank", known=True, blank_when_partial=True
-    ),
+    Column("total_rank", "Int64", direction="min", label="total LoRA rank", known=True, blank_when_partial=True),
     Column("initial_total_rank", "Int64", known=True, blank_when_partial=True),
     Column("lr", source="config.training.lr"),
     Column("batch_size", "Int64", source="config.training.batch_size"),
@@ -286,3 +237,4 @@ for _column in (
     Column("tune_iterations", "Int64", summary=False),
 ):
     register(_column)
+# fmt: on

@@ -198,37 +198,16 @@ def _half_storage(qcfg: QuantizationConfig, compute: str) -> str:
     return compute if compute != "float32" else qcfg.half_dtype
 
 
+# fmt: off
 for _entry in (
-    Precision(
-        bits=4,
-        label="nf4",
-        weight_bytes=_nf4_bytes,
-        convert=_convert_4bit,
-        dequantizes=True,
-        peft_flag="is_loaded_in_4bit",
-        preload=("bitsandbytes",),
-    ),
-    Precision(
-        bits=8,
-        label="int8",
-        weight_bytes=_int8_bytes,
-        convert=_convert_8bit,
-        dequantizes=True,
-        peft_flag="is_loaded_in_8bit",
-        preload=("bitsandbytes", "trainables.int8"),
-    ),
-    Precision(
-        bits=16,
-        label="16-bit",
-        weight_bytes=lambda o, i, dq, half: float_bytes(o * i, half),
-        storage_dtype=_half_storage,
-    ),
-    Precision(
-        bits=32,
-        label="fp32",
-        weight_bytes=lambda o, i, dq, half: float_bytes(o * i, 4),
-        storage_dtype=lambda qcfg, compute: "float32",
-        searchable=False,
-    ),
+    Precision(bits=4, label="nf4", weight_bytes=_nf4_bytes, convert=_convert_4bit, dequantizes=True,
+              peft_flag="is_loaded_in_4bit", preload=("bitsandbytes",)),
+    Precision(bits=8, label="int8", weight_bytes=_int8_bytes, convert=_convert_8bit, dequantizes=True,
+              peft_flag="is_loaded_in_8bit", preload=("bitsandbytes", "trainables.int8")),
+    Precision(bits=16, label="16-bit", weight_bytes=lambda o, i, dq, half: float_bytes(o * i, half),
+              storage_dtype=_half_storage),
+    Precision(bits=32, label="fp32", weight_bytes=lambda o, i, dq, half: float_bytes(o * i, 4),
+              storage_dtype=lambda qcfg, compute: "float32", searchable=False),
 ):
     register(_entry)
+# fmt: on

@@ -37,10 +37,8 @@ LOSS = Column(
 @pytest.fixture
 def loss_column() -> Iterator[Column]:
     register(LOSS)
-    try:
-        yield LOSS
-    finally:
-        unregister(LOSS.name)
+    yield LOSS  # pytest runs the rest after a failing test too
+    unregister(LOSS.name)
 
 
 def _row(trial_id: str = "abcde_00001") -> dict:

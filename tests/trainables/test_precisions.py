@@ -5,7 +5,6 @@ formula, the memory model, labels, the preload list and the Pareto space, withou
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -19,7 +18,7 @@ from trainables import precisions
 from trainables.config import BIT_WIDTHS, QuantizationConfig, TrialConfig
 from trainables.errors import ConfigError
 from trainables.memory import arch_for, estimate
-from trainables.precisions import Precision, quantization_label, register, unregister
+from trainables.precisions import Precision, quantization_label, register
 from trainables.quantize import CastLinear, convert_linear, formula_bytes, layer_bytes, quantize_model
 
 CPU = torch.device("cpu")
@@ -50,12 +49,9 @@ FAKE12 = Precision(
 
 
 @pytest.fixture
-def fake12() -> Iterator[Precision]:
-    register(FAKE12)
-    try:
-        yield FAKE12
-    finally:
-        unregister(FAKE12.bits)
+def fake12(monkeypatch: pytest.MonkeyPatch) -> Precision:
+    monkeypatch.setitem(precisions.PRECISIONS, FAKE12.bits, FAKE12)  # removed again after the test
+    return FAKE12
 
 
 def test_built_in_precisions_are_unchanged() -> None:
@@ -138,19 +134,18 @@ def test_built_in_space_keeps_its_parameters() -> None:
     assert "high_bits" not in trial.params and set(trial.distributions["low_bits"].choices) == {4, 8, 16}
 
 
-def test_precision_without_an_adalora_layer_is_refused_and_never_proposed_for_adalora() -> None:
-    register(dataclasses.replace(FAKE12, adalora=False))
-    try:
-        with pytest.raises(ConfigError, match=r"fake12 \(12-bit\) weights have no PEFT AdaLoRA layer"):
-            TrialConfig.from_dict({"quantization": {"default_bits": 12}, "adapter": {"method": "adalora"}})
-        TrialConfig.from_dict({"quantization": {"default_bits": 12}, "adapter": {"method": "lora"}})
-        study = optuna.create_study()
-        for _ in range(20):
-            study.enqueue_trial({"method": "adalora"})
-            trial = study.ask()
-            bits = suggest_params(trial, LAYERS)["bits"]
-            assert 12 not in bits
-            assert "low_bits" not in trial.params  # its own name: the choice list differs from LoRA's
-            study.tell(trial, 0.0)
-    finally:
-        unregister(12)
+def test_precision_without_an_adalora_layer_is_refused_and_never_proposed_for_adalora(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(precisions.PRECISIONS, 12, dataclasses.replace(FAKE12, adalora=False))
+    with pytest.raises(ConfigError, match=r"fake12 \(12-bit\) weights have no PEFT AdaLoRA layer"):
+        TrialConfig.from_dict({"quantization": {"default_bits": 12}, "adapter": {"method": "adalora"}})
+    TrialConfig.from_dict({"quantization": {"default_bits": 12}, "adapter": {"method": "lora"}})
+    study = optuna.create_study()
+    for _ in range(20):
+        study.enqueue_trial({"method": "adalora"})
+        trial = study.ask()
+        bits = suggest_params(trial, LAYERS)["bits"]
+        assert 12 not in bits
+        assert "low_bits" not in trial.params  # its own name: the choice list differs from LoRA's
+        study.tell(trial, 0.0)
