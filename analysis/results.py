@@ -39,10 +39,10 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.columns import LiveMap, dtypes, frame_columns, names_of, summary_columns
+from trainables.columns import LiveMap, dtypes, frame_columns, names_of, planned_columns, summary_columns
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
-from trainables.records import flatten, lora_strategy, quantization_label
+from trainables.records import flatten
 from trainables.result import TrialResult, TrialStatus
 
 STATUSES = tuple(s.value for s in TrialStatus)
@@ -301,23 +301,12 @@ def _tune_status(row: dict[str, Any], planned_steps: int | None, error_text: str
 
 
 def _fill_from_config(row: dict[str, Any], cfg: TrialConfig) -> None:
-    """Config fields for trials whose reports lack them (no report at all, or intermediate rows only)."""
-    q = cfg.quantization
-    planned = {
-        "config_id": cfg.config_id or "",
-        "task": cfg.task.name,
-        "model": cfg.model.name,
-        "seed": cfg.training.seed,
-        "method": cfg.adapter.method,
-        "quantization": quantization_label(sorted({q.default_bits, *q.layer_bits.values()}, reverse=True)),
-        "lora_strategy": lora_strategy(cfg),
-        "lr": cfg.training.lr,
-        "batch_size": cfg.training.batch_size,
-        "seq_len": cfg.training.seq_len,
-    }
-    for key, value in planned.items():
+    """Config fields for trials whose reports lack them (no report at all, or intermediate rows only): the
+    columns the config alone fixes (`Column.planned`), as `records.flatten` writes them."""
+    planned = flatten(str(row.get("trial_id") or ""), cfg, TrialResult.of(cfg))
+    for key in planned_columns():
         if row.get(key) is None or (key != "config_id" and row.get(key) == ""):
-            row[key] = value
+            row[key] = planned[key]
 
 
 def _trial_config(data: Any) -> TrialConfig | None:

@@ -53,6 +53,8 @@ class Column:
     """The largest value it can take: the worst of a `min` objective (Optuna stores +inf)."""
     known: bool = False
     """The config fixes it without training (`search.searcher.known_values`): recorded for infeasible trials."""
+    planned: bool = False
+    """The config alone fixes it: analysis fills it from `params.json` for a trial that never reported it."""
     blank_when_partial: bool = False
     """A stopped or interrupted trial never measured it: blank in its row, not 0."""
     short: str | None = None
@@ -100,6 +102,11 @@ def column(name: str) -> Column | None:
 def summary_columns() -> list[str]:
     """`experiment_summary.csv`'s columns, in order."""
     return [c.name for c in COLUMNS if c.summary]
+
+
+def planned_columns() -> list[str]:
+    """Columns the trial's config alone fixes (`Column.planned`)."""
+    return [c.name for c in COLUMNS if c.planned]
 
 
 def frame_columns() -> list[str]:
@@ -188,13 +195,13 @@ for _column in (
     Column("kind", "string", summary=False),
     Column("trial_number", "Int64", summary=False),
     Column("trial_id", "string", source="derived", short="trial"),
-    Column("config_id", "string", source="config.config_id", short="config"),
-    Column("task", "string", source="config.task.name", short="task"),
-    Column("model", "string", source="config.model.name"),
-    Column("seed", "Int64", source="config.training.seed", short="seed"),
-    Column("method", "string", source="config.adapter.method"),
-    Column("quantization", "string", source="derived"),
-    Column("lora_strategy", "string", source="derived"),
+    Column("config_id", "string", source="config.config_id", short="config", planned=True),
+    Column("task", "string", source="config.task.name", short="task", planned=True),
+    Column("model", "string", source="config.model.name", planned=True),
+    Column("seed", "Int64", source="config.training.seed", short="seed", planned=True),
+    Column("method", "string", source="config.adapter.method", planned=True),
+    Column("quantization", "string", source="derived", planned=True),
+    Column("lora_strategy", "string", source="derived", planned=True),
     Column("status", "status", short="status"),
     Column("error", "string"),
     Column("accuracy", direction="max", high=1.0, label="accuracy", digits=3, short="acc"),
@@ -223,9 +230,9 @@ for _column in (
     Column("ranks_per_layer", "layers", short="ranks"),
     Column("total_rank", "Int64", direction="min", label="total LoRA rank", known=True, blank_when_partial=True),
     Column("initial_total_rank", "Int64", known=True, blank_when_partial=True),
-    Column("lr", source="config.training.lr"),
-    Column("batch_size", "Int64", source="config.training.batch_size"),
-    Column("seq_len", "Int64", source="config.training.seq_len"),
+    Column("lr", source="config.training.lr", planned=True),
+    Column("batch_size", "Int64", source="config.training.batch_size", planned=True),
+    Column("seq_len", "Int64", source="config.training.seq_len", planned=True),
     Column("compute_dtype", "string", source="derived"),
     Column("gradient_checkpointing", "string", source="config.training.gradient_checkpointing"),
     Column("device", "string"),

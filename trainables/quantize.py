@@ -51,6 +51,17 @@ def storage_dtype(bits: int, qcfg: QuantizationConfig, compute_dtype: torch.dtyp
     return None if store is None else torch_dtype(store(qcfg, dtype_name(compute_dtype)))
 
 
+def base_load_dtype(
+    bits_per_layer: list[int], qcfg: QuantizationConfig, compute_dtype: torch.dtype
+) -> torch.dtype:
+    """The dtype to load the model in before quantizing: the widest storage dtype of its blocks' precisions when
+    wider than the compute dtype (a float32 block: float32, the rest cast after quantizing), else the compute
+    dtype."""
+    stores = {storage_dtype(b, qcfg, compute_dtype) for b in set(bits_per_layer)} - {None}
+    widest = max(stores, key=lambda d: d.itemsize, default=compute_dtype)
+    return widest if widest.itemsize > compute_dtype.itemsize else compute_dtype
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """`torch.bfloat16` -> "bfloat16" (the names of `trainables.devices`)."""
     return str(dtype).removeprefix("torch.")
