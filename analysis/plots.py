@@ -105,10 +105,7 @@ def pareto_scatter_data(df: pd.DataFrame, objectives: Mapping[str, str] | None =
     ys = pd.to_numeric(df[y], errors="coerce").astype("float64")
     points = pd.DataFrame(
         {
-            "source": _column(df, "source"),
-            "trial_id": _column(df, "trial_id"),
-            "config_id": _column(df, "config_id"),
-            "status": df["status"].astype("string").fillna("") if "status" in df.columns else "completed",
+            **_identity(df),
             "x": xs,
             "y": ys,
             "on_front": mask,
@@ -158,10 +155,7 @@ def memory_prediction_data(df: pd.DataFrame) -> MemoryPredictionData:
     measured = pd.to_numeric(df["peak_memory_mb"], errors="coerce").astype("float64")
     points = pd.DataFrame(
         {
-            "source": _column(df, "source"),
-            "trial_id": _column(df, "trial_id"),
-            "config_id": _column(df, "config_id"),
-            "status": df["status"].astype("string").fillna("") if "status" in df.columns else "completed",
+            **_identity(df),
             "predicted_peak_mb": predicted,
             "peak_memory_mb": measured,
         },
@@ -347,6 +341,16 @@ def draw_memory_prediction(data: MemoryPredictionData, path: str | Path, title: 
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _identity(df: pd.DataFrame) -> dict[str, object]:
+    """The columns that name each point: source, trial_id, config_id, status (completed when absent)."""
+    return {
+        "source": _column(df, "source"),
+        "trial_id": _column(df, "trial_id"),
+        "config_id": _column(df, "config_id"),
+        "status": df["status"].astype("string").fillna("") if "status" in df.columns else "completed",
+    }
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:

@@ -286,6 +286,7 @@ def _search(args: argparse.Namespace) -> int:
 def finish(root: Path, objectives: dict[str, str]) -> int:
     """Summary files, the Pareto set (pareto.csv) and the terminal tables."""
     from analysis import load_results, pareto_front
+    from analysis.report import pareto_table, text_table
     from search import results_io
     from search.common import atomic_write_text
 
@@ -301,20 +302,7 @@ def finish(root: Path, objectives: dict[str, str]) -> int:
         return 1
     front = pareto_front(load_results(root), objectives)
     atomic_write_text(root / "pareto.csv", front.to_csv(index=False))
-    cols = [
-        c
-        for c in [
-            "trial_id",
-            "config_id",
-            "method",
-            *objectives,
-            "bits_per_layer",
-            "ranks_per_layer",
-            "trainable_params",
-        ]
-        if c in front.columns
-    ]
     print(f"\nPareto set ({len(front)} of {counts.get('completed', 0)} completed):")
-    print(front[cols].to_string(index=False))
+    print(text_table(pareto_table(front, objectives)))  # the report's table: digits from trainables.columns
     print(f"\nsummary: {root / 'experiment_summary.csv'}  pareto: {root / 'pareto.csv'}")
     return 0

@@ -275,17 +275,18 @@ def cell_key(config_id: str, task: str, seed: int) -> str:
 def table_text(table: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table for the terminal."""
     shown = [c for c in COLUMNS if c.short is not None]  # `Column.short`: the terminal heading
-    cols = [c.name for c in shown]
     heads = [str(c.short) for c in shown]
 
-    def fmt(v: Any) -> str:
+    def fmt(v: Any, digits: int | None) -> str:
         if v is None or v == "":
             return "-"
         if isinstance(v, float):
+            if digits is not None:  # `Column.digits`
+                return f"{v:.{digits}f}"
             return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
 
-    cells = [[fmt(r.get(c)) for c in cols] for r in table]
+    cells = [[fmt(r.get(c.name), c.digits) for c in shown] for r in table]
     widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(heads)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
