@@ -10,27 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from trainables.columns import DIRECTIONS, LiveMap, objective_columns
 from trainables.errors import ConfigError
 
-DIRECTIONS = ("min", "max")
-
-OBJECTIVE_COLUMNS: dict[str, str] = {
-    "accuracy": "max",
-    "perplexity": "min",
-    "eval_loss": "min",
-    "peak_memory_mb": "min",
-    "peak_load_memory_mb": "min",
-    "weight_memory_mb": "min",
-    "adapter_memory_mb": "min",
-    "predicted_peak_mb": "min",
-    "trainable_params": "min",
-    "trainable_pct": "min",
-    "total_rank": "min",
-    "mean_bits": "min",
-    "train_time_s": "min",
-    "tokens_per_s": "max",
-}
-"""Every column allowed as an objective, with its natural direction (used when a direction is left out)."""
+OBJECTIVE_COLUMNS: Mapping[str, str] = LiveMap(objective_columns)
+"""Every column allowed as an objective, with its natural direction (used when a direction is left out): the
+columns of `trainables.columns` with a `direction`, read live."""
 
 DEFAULT_MEMORY_OBJECTIVE = "peak_memory_mb"
 

@@ -27,20 +27,11 @@ from matplotlib.figure import Figure
 from analysis.objectives import default_objectives, validate_objectives
 from analysis.pareto import pareto_front, pareto_mask
 from analysis.results import GRID_CONFIG_IDS, per_layer
+from trainables.columns import COLUMNS, LiveMap, is_memory
 from trainables.errors import ConfigError
 
-AXIS_LABELS = {
-    "accuracy": "accuracy",
-    "perplexity": "perplexity",
-    "eval_loss": "eval loss",
-    "peak_memory_mb": "peak memory (MB)",
-    "peak_load_memory_mb": "peak load memory (MB)",
-    "weight_memory_mb": "weight memory (MB)",
-    "adapter_memory_mb": "adapter memory (MB)",
-    "predicted_peak_mb": "predicted peak memory (MB)",
-    "trainable_params": "trainable parameters",
-    "train_time_s": "train time (s)",
-}
+AXIS_LABELS: Mapping[str, str] = LiveMap(lambda: {c.name: c.axis_label for c in COLUMNS})
+"""Axis label per result column (`trainables.columns.Column.label`), read live."""
 STATUS_MARKERS = {
     "completed": "o",
     "stopped": "s",
@@ -107,17 +98,14 @@ def pareto_scatter_data(df: pd.DataFrame, objectives: Mapping[str, str] | None =
             f"{', '.join(objectives)}"
         )
     y, x = list(objectives)
-    if y.endswith("_mb") and not x.endswith("_mb"):  # memory always on the x axis
+    if is_memory(y) and not is_memory(x):  # memory always on the x axis
         x, y = y, x
     mask = pareto_mask(df, objectives)
     xs = pd.to_numeric(df[x], errors="coerce").astype("float64")
     ys = pd.to_numeric(df[y], errors="coerce").astype("float64")
     points = pd.DataFrame(
         {
-            "source": _column(df, "source"),
-            "trial_id": _column(df, "trial_id"),
-            "config_id": _column(df, "config_id"),
-            "status": df["status"].astype("string").fillna("") if "status" in df.columns else "completed",
+            **_identity(df),
             "x": xs,
             "y": ys,
             "on_front": mask,
@@ -167,10 +155,7 @@ def memory_prediction_data(df: pd.DataFrame) -> MemoryPredictionData:
     measured = pd.to_numeric(df["peak_memory_mb"], errors="coerce").astype("float64")
     points = pd.DataFrame(
         {
-            "source": _column(df, "source"),
-            "trial_id": _column(df, "trial_id"),
-            "config_id": _column(df, "config_id"),
-            "status": df["status"].astype("string").fillna("") if "status" in df.columns else "completed",
+            **_identity(df),
             "predicted_peak_mb": predicted,
             "peak_memory_mb": measured,
         },
@@ -356,6 +341,16 @@ def draw_memory_prediction(data: MemoryPredictionData, path: str | Path, title: 
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _identity(df: pd.DataFrame) -> dict[str, object]:
+    """The columns that name each point: source, trial_id, config_id, status (completed when absent)."""
+    return {
+        "source": _column(df, "source"),
+        "trial_id": _column(df, "trial_id"),
+        "config_id": _column(df, "config_id"),
+        "status": df["status"].astype("string").fillna("") if "status" in df.columns else "completed",
+    }
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:

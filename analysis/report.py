@@ -19,6 +19,7 @@ from analysis.hypervolume import default_reference_point, hypervolume_at_budget,
 from analysis.objectives import default_objectives, format_objectives, validate_objectives
 from analysis.pareto import pareto_front
 from analysis.results import GRID_CONFIG_IDS, STATUSES, load_results
+from trainables.columns import COLUMNS, LiveMap, digits_of
 
 METHOD_NAMES = {"lora": "LoRA", "adalora": "AdaLoRA"}
 PLOT_FILES = {
@@ -152,14 +153,15 @@ def grid_table(df: pd.DataFrame) -> pd.DataFrame:
         row["quantization"] = _first(group["quantization"])
         row["LoRA strategy"] = _first(group["lora_strategy"])
         row["regime"] = regime_label(group)
-        for metric, digits in (("accuracy", 3), ("perplexity", 2)):
+        for metric in ("accuracy", "perplexity"):
             if grid[metric].notna().any():
-                row[metric] = _mean_std(done[metric], digits)
-        row["trainable %"] = _mean(done["trainable_pct"], 3)
-        row["peak memory MB"] = _mean(done["peak_memory_mb"], 1)
-        row["predicted MB"] = _mean(group["predicted_peak_mb"], 1)
-        row["weight memory MB"] = _mean(group["weight_memory_mb"].where(group["weight_memory_mb"] > 0), 1)
-        row["train time s"] = _mean(done["train_time_s"], 1)
+                row[metric] = _mean_std(done[metric], _digits(metric))
+        row["trainable %"] = _mean(done["trainable_pct"], _digits("trainable_pct"))
+        row["peak memory MB"] = _mean(done["peak_memory_mb"], _digits("peak_memory_mb"))
+        row["predicted MB"] = _mean(group["predicted_peak_mb"], _digits("predicted_peak_mb"))
+        weights = group["weight_memory_mb"]
+        row["weight memory MB"] = _mean(weights.where(weights > 0), _digits("weight_memory_mb"))
+        row["train time s"] = _mean(done["train_time_s"], _digits("train_time_s"))
         row["completed"] = f"{len(done)}/{len(group)}"
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -351,33 +353,27 @@ def _first(values: pd.Series) -> str:
     return present[0] if present else ""
 
 
-def _mean_std(values: pd.Series, digits: int) -> str:
+def _mean_std(values: pd.Series, digits: int | None) -> str:
     numbers = pd.to_numeric(values, errors="coerce").dropna()
     if numbers.empty:
         return "–"
     if len(numbers) == 1:
-        return f"{numbers.iloc[0]:.{digits}f}"
-    return f"{numbers.mean():.{digits}f} ± {numbers.std(ddof=1):.{digits}f} (n={len(numbers)})"
+        return _cell(float(numbers.iloc[0]), digits)
+    mean, std = _cell(float(numbers.mean()), digits), _cell(float(numbers.std(ddof=1)), digits)
+    return f"{mean} ± {std} (n={len(numbers)})"
 
 
-def _mean(values: pd.Series, digits: int) -> str:
+def _mean(values: pd.Series, digits: int | None) -> str:
     numbers = pd.to_numeric(values, errors="coerce").dropna()
-    return f"{numbers.mean():.{digits}f}" if len(numbers) else "–"
+    return _cell(float(numbers.mean()), digits) if len(numbers) else "–"
 
 
-DIGITS = {
-    "accuracy": 3,
-    "perplexity": 2,
-    "eval_loss": 4,
-    "mean_bits": 2,
-    "trainable_pct": 3,
-    "train_time_s": 1,
-}
-"""Decimals per column in tables; columns ending in `_mb` get 1, other floats 4 significant digits."""
+DIGITS: Mapping[str, int | None] = LiveMap(lambda: {c.name: c.digits for c in COLUMNS})
+"""Decimals per column in tables (`trainables.columns.Column.digits`; None: 4 significant digits), read live."""
 
 
 def _digits(column: str) -> int | None:
-    return DIGITS.get(column, 1 if column.endswith("_mb") else None)
+    return digits_of(column)
 
 
 def _cell(value: Any, digits: int | None = None) -> str:

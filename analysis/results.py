@@ -3,7 +3,7 @@
 A results folder (`results/<name>/`, written by the grid and Pareto searches) holds:
 
 - `experiment.json`: `{"kind": "grid" | "pareto", "name": ..., ...}`
-- `experiment_summary.csv`: one row per trial, columns `trainables.records.SUMMARY_COLUMNS`
+- `experiment_summary.csv`: one row per trial, the summary columns of `trainables.columns`
 - `all_results.json`: `[{"trial_id", "config": TrialConfig.to_dict(), "result": TrialResult.to_dict()}, ...]`
 - `tune/<trial_dir>/result.json` (JSON lines, one per `tune.report`) and `params.json` (`{"trial": {...}}`)
 
@@ -39,9 +39,10 @@ from typing import Any
 
 import pandas as pd
 
+from trainables.columns import LiveMap, dtypes, frame_columns, names_of, planned_columns, summary_columns
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
-from trainables.records import SUMMARY_COLUMNS, flatten, lora_strategy, quantization_label
+from trainables.records import flatten
 from trainables.result import TrialResult, TrialStatus
 
 STATUSES = tuple(s.value for s in TrialStatus)
@@ -55,63 +56,19 @@ ALL_RESULTS_FILE = "all_results.json"
 EXPERIMENT_FILE = "experiment.json"
 TUNE_DIR = "tune"
 
-STRING_COLUMNS = (
-    "source",
-    "kind",
-    "origin",
-    "trial_id",
-    "config_id",
-    "task",
-    "model",
-    "method",
-    "quantization",
-    "lora_strategy",
-    "error",
-    "bits_per_layer",
-    "ranks_per_layer",
-    "device",
-    "memory_measure",
-    "data_note",
-    "perplexity_convention",
-    "compute_dtype",
-    "gradient_checkpointing",
-)
-"""pandas `string` dtype; missing values are empty strings."""
-INT_COLUMNS = (
-    "trial_number",
-    "seed",
-    "trainable_params",
-    "total_params",
-    "steps",
-    "total_rank",
-    "initial_total_rank",
-    "batch_size",
-    "seq_len",
-    "n_layers",
-    "tune_iterations",
-)
+# Column names and dtypes come from the result-column table (`trainables.columns`), read at import; a column
+# registered later is typed through `_cast`, which reads the table itself.
+STRING_COLUMNS = names_of("string") + names_of("layers")
+"""pandas `string` dtype; missing values are empty strings (`layers`: "8,4,4,8")."""
+INT_COLUMNS = names_of("Int64")
 """Nullable `Int64`."""
-FLOAT_COLUMNS = (
-    "accuracy",
-    "perplexity",
-    "eval_loss",
-    "trainable_pct",
-    "peak_memory_mb",
-    "peak_load_memory_mb",
-    "weight_memory_mb",
-    "adapter_memory_mb",
-    "predicted_peak_mb",
-    "train_time_s",
-    "tokens_per_s",
-    "mean_bits",
-    "lr",
-)
+FLOAT_COLUMNS = names_of("float64")
 """`float64`, NaN when missing."""
-
-LEADING_COLUMNS = ["source", "kind", "trial_number"]
-TRAILING_COLUMNS = ["n_layers", "origin", "tune_iterations"]
-COLUMNS = LEADING_COLUMNS + [c for c in SUMMARY_COLUMNS if c not in LEADING_COLUMNS] + TRAILING_COLUMNS
+SUMMARY_COLUMNS = summary_columns()
+COLUMNS = frame_columns()
 """Column order of `load_results` frames: source, kind, trial_number, the summary columns, then extras."""
+DTYPE_OF = LiveMap(dtypes)
+"""{column: `trainables.columns.DTYPES` kind}, read live."""
 
 _TUNE_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?:_|$)")
 """Tune trial ids: `3c5e2_00007` (grid: Tune's variant generator) or `24927d09` (searches: `Trial.generate_id`)."""
@@ -151,7 +108,8 @@ def read_experiment(folder: str | os.PathLike[str]) -> dict[str, Any]:
 def apply_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     """Cast raw records to the explicit dtypes above, in `COLUMNS` order (missing columns added)."""
     out = pd.DataFrame(index=df.index)
-    for name in COLUMNS + [c for c in df.columns if c not in COLUMNS]:
+    columns = frame_columns()
+    for name in columns + [c for c in df.columns if c not in columns]:
         raw = df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index, dtype=object)
         out[name] = _cast(name, raw)
     return out.reset_index(drop=True)
@@ -192,7 +150,8 @@ def _load_folder(folder: Path, source: str) -> pd.DataFrame:
         rec["source"] = source
         rec["kind"] = kind
     _order(records)
-    frame = pd.DataFrame.from_records(records, columns=COLUMNS) if records else pd.DataFrame(columns=COLUMNS)
+    columns = frame_columns()
+    frame = pd.DataFrame.from_records(records, columns=columns) if records else pd.DataFrame(columns=columns)
     return _derive(apply_dtypes(frame))
 
 
@@ -250,7 +209,7 @@ def _read_summary(file: Path) -> list[dict[str, Any]] | None:
             return []
         if "trial_id" not in reader.fieldnames:
             raise ConfigError(
-                f"{file}: no trial_id column; expected the columns of trainables.records.SUMMARY_COLUMNS"
+                f"{file}: no trial_id column; expected the summary columns of trainables.columns"
             )
         rows = [{k: (v if v != "" else None) for k, v in row.items() if k is not None} for row in reader]
     for row in rows:
@@ -283,7 +242,7 @@ def _flatten_entry(trial_id: str, config: dict[str, Any], result: dict[str, Any]
     try:
         return flatten(trial_id, TrialConfig.from_dict(config), TrialResult.from_dict(result))
     except (ConfigError, TypeError, ValueError, KeyError, AttributeError):
-        row = {c: result.get(c) for c in SUMMARY_COLUMNS if c in result}
+        row = {c: result.get(c) for c in summary_columns() if c in result}
         row["trial_id"] = trial_id
         return row
 
@@ -313,7 +272,7 @@ def _read_tune_trial(trial_dir: Path) -> dict[str, Any]:
     params = _read_params(trial_dir / "params.json")
     cfg = _trial_config(params.get("trial"))
     last = reports[-1] if reports else {}
-    row: dict[str, Any] = {c: last.get(c) for c in SUMMARY_COLUMNS}
+    row: dict[str, Any] = {c: last.get(c) for c in summary_columns()}
     row["trial_id"] = trial_id_of(trial_dir)
     if cfg is not None:
         _fill_from_config(row, cfg)
@@ -342,23 +301,12 @@ def _tune_status(row: dict[str, Any], planned_steps: int | None, error_text: str
 
 
 def _fill_from_config(row: dict[str, Any], cfg: TrialConfig) -> None:
-    """Config fields for trials whose reports lack them (no report at all, or intermediate rows only)."""
-    q = cfg.quantization
-    planned = {
-        "config_id": cfg.config_id or "",
-        "task": cfg.task.name,
-        "model": cfg.model.name,
-        "seed": cfg.training.seed,
-        "method": cfg.adapter.method,
-        "quantization": quantization_label(sorted({q.default_bits, *q.layer_bits.values()}, reverse=True)),
-        "lora_strategy": lora_strategy(cfg),
-        "lr": cfg.training.lr,
-        "batch_size": cfg.training.batch_size,
-        "seq_len": cfg.training.seq_len,
-    }
-    for key, value in planned.items():
+    """Config fields for trials whose reports lack them (no report at all, or intermediate rows only): the
+    columns the config alone fixes (`Column.planned`), as `records.flatten` writes them."""
+    planned = flatten(str(row.get("trial_id") or ""), cfg, TrialResult.of(cfg))
+    for key in planned_columns():
         if row.get(key) is None or (key != "config_id" and row.get(key) == ""):
-            row[key] = value
+            row[key] = planned[key]
 
 
 def _trial_config(data: Any) -> TrialConfig | None:
@@ -428,13 +376,14 @@ def _cast(name: str, raw: pd.Series) -> pd.Series:
     if name == "status":
         text = raw.map(lambda v: str(v).strip().lower() if _present(v) else None)
         return text.where(text.isin(STATUSES), None).astype(STATUS_DTYPE)
-    if name in ("bits_per_layer", "ranks_per_layer"):
+    kind = DTYPE_OF.get(name)
+    if kind == "layers":
         return raw.map(_format_layers).astype("string")
-    if name in STRING_COLUMNS:
+    if kind == "string":
         return raw.map(lambda v: str(v) if _present(v) else "").astype("string")
-    if name in INT_COLUMNS:
+    if kind == "Int64":
         return pd.to_numeric(raw.map(_number), errors="coerce").round().astype("Int64")
-    if name in FLOAT_COLUMNS:
+    if kind == "float64":
         return pd.to_numeric(raw.map(_number), errors="coerce").astype("float64")
     numbers = raw.map(_number)
     if numbers.notna().sum() == raw.map(_present).sum():

@@ -19,6 +19,7 @@ from search.common import (
 )
 from search.grid_cmd import add_experiment_flags, root_of
 from spaces.grid import TASK_MODELS, TASK_TRAINING
+from trainables.columns import objective_columns
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
 
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--objectives",
         default=None,
-        help="comma list of column:direction (default: the task metric and peak_memory_mb:min)",
+        help="comma list of column:direction (default: the task metric and peak_memory_mb:min); columns: "
+        + ", ".join(objective_columns()),
     )
     p.add_argument(
         "--memory-budget-mb",
@@ -93,12 +95,16 @@ def base_config(args: argparse.Namespace) -> TrialConfig:
 
 
 def smallest_peak_mb(arch: Any, base: TrialConfig, num_layers: int, device_kind: str) -> float:
-    """Predicted peak of the cheapest point of the space (all 4-bit, the smallest LoRA budget)."""
+    """Predicted peak of the cheapest point of the space (all at the narrowest searchable width, 4-bit, and the
+    smallest LoRA budget)."""
     from spaces.pareto import build_config
+    from trainables.precisions import search_bits
     from trainables.predict import predicted_peak_mb
 
     cheapest = build_config(
-        {"method": "lora", "bits": [4] * num_layers, "ranks": [1] * num_layers}, base, num_layers
+        {"method": "lora", "bits": [min(search_bits())] * num_layers, "ranks": [1] * num_layers},
+        base,
+        num_layers,
     )
     return predicted_peak_mb(cheapest, device_kind, arch)
 
@@ -280,6 +286,7 @@ def _search(args: argparse.Namespace) -> int:
 def finish(root: Path, objectives: dict[str, str]) -> int:
     """Summary files, the Pareto set (pareto.csv) and the terminal tables."""
     from analysis import load_results, pareto_front
+    from analysis.report import pareto_table, text_table
     from search import results_io
     from search.common import atomic_write_text
 
@@ -295,20 +302,7 @@ def finish(root: Path, objectives: dict[str, str]) -> int:
         return 1
     front = pareto_front(load_results(root), objectives)
     atomic_write_text(root / "pareto.csv", front.to_csv(index=False))
-    cols = [
-        c
-        for c in [
-            "trial_id",
-            "config_id",
-            "method",
-            *objectives,
-            "bits_per_layer",
-            "ranks_per_layer",
-            "trainable_params",
-        ]
-        if c in front.columns
-    ]
     print(f"\nPareto set ({len(front)} of {counts.get('completed', 0)} completed):")
-    print(front[cols].to_string(index=False))
+    print(text_table(pareto_table(front, objectives)))  # the report's table: digits from trainables.columns
     print(f"\nsummary: {root / 'experiment_summary.csv'}  pareto: {root / 'pareto.csv'}")
     return 0

@@ -2,7 +2,7 @@
 
 results/<name>/
   experiment.json          what was asked for (kind, configs, tasks, seeds, steps, ...): a rerun must match it
-  experiment_summary.csv   one row per trial (trainables.records.SUMMARY_COLUMNS)
+  experiment_summary.csv   one row per trial (the summary columns of trainables.columns)
   all_results.json         every trial's full config and result
   tune/                    Ray Tune's experiment folder (Tuner.restore, ExperimentAnalysis); one folder per trial
                            holding trial_result.json and the PEFT adapter
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from search.common import atomic_write_json, atomic_write_text
+from trainables.columns import COLUMNS, summary_columns
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
-from trainables.records import SUMMARY_COLUMNS, flatten
+from trainables.records import flatten
 from trainables.result import TrialResult, TrialStatus
 from trainables.trainable import read_trial_file
 
@@ -242,7 +243,7 @@ def rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def csv_text(table: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns or SUMMARY_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=columns or summary_columns(), extrasaction="ignore")
     writer.writeheader()
     for row in table:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -273,49 +274,19 @@ def cell_key(config_id: str, task: str, seed: int) -> str:
 
 def table_text(table: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table for the terminal."""
-    cols = [
-        "trial_id",
-        "config_id",
-        "task",
-        "seed",
-        "status",
-        "accuracy",
-        "perplexity",
-        "trainable_pct",
-        "peak_memory_mb",
-        "predicted_peak_mb",
-        "weight_memory_mb",
-        "train_time_s",
-        "tokens_per_s",
-        "bits_per_layer",
-        "ranks_per_layer",
-    ]
-    heads = [
-        "trial",
-        "config",
-        "task",
-        "seed",
-        "status",
-        "acc",
-        "ppl",
-        "train%",
-        "peak MB",
-        "pred MB",
-        "weights MB",
-        "time s",
-        "tok/s",
-        "bits",
-        "ranks",
-    ]
+    shown = [c for c in COLUMNS if c.short is not None]  # `Column.short`: the terminal heading
+    heads = [str(c.short) for c in shown]
 
-    def fmt(v: Any) -> str:
+    def fmt(v: Any, digits: int | None) -> str:
         if v is None or v == "":
             return "-"
         if isinstance(v, float):
+            if digits is not None:  # `Column.digits`
+                return f"{v:.{digits}f}"
             return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
         return str(v)
 
-    cells = [[fmt(r.get(c)) for c in cols] for r in table]
+    cells = [[fmt(r.get(c.name), c.digits) for c in shown] for r in table]
     widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(heads)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]

@@ -19,20 +19,21 @@ so it continues instead of repeating its first proposals (`sampler_seed`).
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
 from search.common import SAMPLERS  # declared beside the CLI flags, so --help needs no Ray
+from trainables.columns import COLUMNS, objective_columns, worst_values
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 
 CONSTRAINT = "peak_over_budget_mb"
 """Optuna constraint key: predicted peak minus the memory budget (MB = 2^20 bytes); > 0 means infeasible."""
-KNOWN_RESULT_FIELDS = ("weight_memory_mb", "trainable_params", "total_rank", "initial_total_rank")
-"""Result fields a trial's config fixes without training (`known_values`); recorded for infeasible trials too."""
+KNOWN_RESULT_FIELDS = tuple(c.name for c in COLUMNS if c.known)
+"""Result fields a trial's config fixes without training (`Column.known`: weight memory, trainable parameters,
+total and initial rank); recorded for infeasible trials too."""
 
 
 def sampler_seed(seed: int, trials_before: int) -> int:
@@ -81,10 +82,11 @@ def study_size(storage: Any, name: str) -> int:
     return len(optuna.load_study(study_name=name, storage=storage).trials)
 
 
-def worst_value(direction: str) -> float:
-    """The worst possible value of an objective column (`analysis.objectives.OBJECTIVE_COLUMNS`, all >= 0):
-    0.0 for "max" (no accuracy, no throughput), +inf for "min" (Optuna stores it; GP clips it for fitting)."""
-    return 0.0 if direction == "max" else math.inf
+def worst_value(column: str, direction: str | None = None) -> float:
+    """The worst possible value of an objective column in `direction` (default: its own), from the result-column
+    table (`trainables.columns.Column.worst`): its lowest value for "max" (0: no accuracy, no throughput), its
+    highest for "min" (+inf: Optuna stores it, GP clips it for fitting). ConfigError for a non-objective."""
+    return worst_values({column: direction or objective_columns().get(column, "min")})[column]
 
 
 def known_values(arch: Any, cfg: TrialConfig, est: Any) -> dict[str, float]:
@@ -114,7 +116,8 @@ def infeasible_values(objectives: dict[str, str], known: dict[str, float]) -> li
     """What Optuna is told for a trial that never trained, one value per objective (in order): the known value
     (`known_values`) where the config fixes it, else `worst_value` of the objective's direction. A task metric,
     time or throughput is never known, so such a trial is never better than a trained one there."""
-    return [float(known[m]) if m in known else worst_value(d) for m, d in objectives.items()]
+    worst = worst_values(objectives)
+    return [float(known[m]) if m in known else worst[m] for m in objectives]
 
 
 def make_storage(url: str) -> Any:

@@ -6,9 +6,12 @@ sampled values into a TrialConfig. Parameters (every name below is an Optuna par
 - `method`: `lora` or `adalora`; `adalora` only where the step budget can run its schedule (`runnable_methods`:
   AdaLoRA needs tinit + tfinal below the steps, so `--max-steps 2` leaves LoRA alone).
 - Bits per layer, parametrized so a sampler can learn *how many* layers get more bits and *which*:
-  `low_bits` in {4, 8, 16} is every layer's width; when it is below 16, `n_high` layers (0..L) get `high_bits`
-  (8 or 16 above 4, 16 above 8), placed by `placement`: `ends` (alternating first / last blocks, the grid's
-  "critical layers"), `top` (last blocks), `bottom` (first blocks), `middle` (around the centre).
+  `low_bits` (the searchable widths of `trainables.precisions`: 4, 8, 16) is every layer's width; when a wider
+  one exists, `n_high` layers (0..L) get `high_bits` (a wider searchable width: 8 or 16 above 4, 16 above 8),
+  placed by `placement`: `ends` (alternating first / last blocks, the grid's "critical layers"), `top` (last
+  blocks), `bottom` (first blocks), `middle` (around the centre). Optuna keeps one set of choices per parameter
+  name, so a choice list other than the widest one (AdaLoRA without a precision that lacks its layer; the widths
+  above 8 when a fourth width exists) gets its own name, e.g. `high_bits_12_16`.
 - LoRA rank budget: `rank_budget` is the mean rank per layer (2..16, even); `rank_spread` spreads it over layers:
   `uniform`; `rising` (lower third 0.5x, middle 1x, upper third 1.5x: Joint-3's pattern); `falling` (the mirror);
   `per_layer` (an independent `rank_<i>` in 1..16 for each layer i, for samplers that can use the freedom).
@@ -30,9 +33,11 @@ from typing import Any
 from spaces.grid import ADALORA_LR_FACTOR, ADALORA_ORTH_REG, GRID_IDS, critical_layers, grid_config
 from trainables.config import AdapterConfig, TrialConfig
 from trainables.errors import ConfigError
+from trainables.precisions import PRECISIONS, search_bits
 
 METHODS = ["lora", "adalora"]
-LOW_BITS = [4, 8, 16]
+LOW_BITS = search_bits()
+"""The built-in searchable widths (4, 8, 16); `suggest_params` reads the live registry."""
 PLACEMENTS = ["ends", "top", "bottom", "middle"]
 SPREADS = ["uniform", "rising", "falling", "per_layer"]
 INIT_RANKS = [4, 8, 12, 16]
@@ -99,12 +104,15 @@ def suggest_params(
     `checkpointing`: gradient-checkpointing settings to choose from (`checkpointing_choices`; default: not
     sampled, the base config's setting stays)."""
     method = trial.suggest_categorical("method", list(methods or METHODS))
-    low = trial.suggest_categorical("low_bits", LOW_BITS)
+    everyone = search_bits()
+    widths = [b for b in everyone if method != "adalora" or PRECISIONS[b].adalora]
+    low = _suggest_width(trial, "low_bits", widths, everyone)
     bits = [low] * num_layers
-    if low < 16:
+    higher = [b for b in widths if b > low]
+    if higher:
         n_high = trial.suggest_int("n_high", 0, num_layers)
         if n_high:
-            high = trial.suggest_categorical("high_bits", [8, 16]) if low == 4 else 16
+            high = _suggest_width(trial, "high_bits", higher, everyone[1:])
             placement = trial.suggest_categorical("placement", PLACEMENTS)
             for i in place_high(num_layers, n_high, placement):
                 bits[i] = high
@@ -126,6 +134,15 @@ def suggest_params(
         out["init_r"] = init_r
         out["target_r"] = max(1, round(init_r * ratio))
     return out
+
+
+def _suggest_width(trial: Any, name: str, choices: list[int], widest: list[int]) -> int:
+    """A bit width of `choices`: fixed when there is one; else parameter `name` when `choices` is the `widest`
+    list, else `name` suffixed with the choices (Optuna refuses other choices under a name it has seen)."""
+    if len(choices) == 1:
+        return choices[0]
+    key = name if choices == widest else "_".join([name, *map(str, choices)])
+    return int(trial.suggest_categorical(key, choices))
 
 
 def build_config(params: dict[str, Any], base: TrialConfig, num_layers: int) -> TrialConfig:

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.errors import ConfigError
+from trainables.precisions import PRECISIONS, bit_widths
 
 TASKS = ("sst2", "wikitext2")
-BIT_WIDTHS = (4, 8, 16, 32)
+BIT_WIDTHS = bit_widths()
+"""The built-in bit widths (`trainables.precisions`); validation reads the live registry."""
 METHODS = ("lora", "adalora")
 HALF_DTYPES = ("bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -95,8 +97,9 @@ class ModelConfig:
 @dataclass
 class QuantizationConfig:
     default_bits: int = 32
-    """Bit width of every transformer block's linear layers unless `layer_bits` says otherwise:
-    4 = NF4 (bitsandbytes Linear4bit), 8 = int8 (Linear8bitLt), 16 = half precision, 32 = float32."""
+    """Bit width of every transformer block's linear layers unless `layer_bits` says otherwise, one of
+    `trainables.precisions.PRECISIONS`: 4 = NF4 (bitsandbytes Linear4bit), 8 = int8 (Linear8bitLt), 16 = half
+    precision, 32 = float32."""
     layer_bits: dict[int, int] = field(default_factory=dict)
     """Per-layer override {block_index: bits}."""
     double_quant: bool = True
@@ -113,8 +116,9 @@ class QuantizationConfig:
             (f"layer_bits[{i}]", b) for i, b in self.layer_bits.items()
         ]:
             _require(
-                bits in BIT_WIDTHS,
-                f"quantization.{where}: bit width {bits} is not supported; choose one of 4, 8, 16, 32",
+                bits in PRECISIONS,
+                f"quantization.{where}: bit width {bits} is not supported; choose one of "
+                f"{', '.join(map(str, bit_widths()))}",
             )
         _require(
             self.quant_type in ("nf4", "fp4"), f"quantization.quant_type: {self.quant_type!r}; use nf4 or fp4"
@@ -123,6 +127,17 @@ class QuantizationConfig:
             self.half_dtype in HALF_DTYPES,
             f"quantization.half_dtype: {self.half_dtype!r}; use bfloat16 or float16",
         )
+
+    def check_method(self, method: str) -> None:
+        """ConfigError when a precision in use has no PEFT layer for adapter `method` (`Precision.adalora`)."""
+        if method != "adalora":
+            return
+        for bits in sorted({self.default_bits, *self.layer_bits.values()}):
+            _require(
+                PRECISIONS[bits].adalora,
+                f"quantization: {PRECISIONS[bits].label} ({bits}-bit) weights have no PEFT AdaLoRA layer; "
+                "use adapter.method=lora or another bit width",
+            )
 
     def bits_per_layer(self, num_layers: int) -> list[int]:
         """The bit width of each of `num_layers` blocks; rejects a map naming a layer the model lacks."""
@@ -330,6 +345,7 @@ class TrialConfig:
                 setattr(self, name, _section_from_dict(cls, value, name))
             elif not isinstance(value, cls):
                 raise ConfigError(f"{name}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
+        self.quantization.check_method(self.adapter.method)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (layer maps keep int keys; JSON turns them into strings, `from_dict` undoes it)."""

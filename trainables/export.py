@@ -220,17 +220,15 @@ model, tokenizer = load_exported("{out}", trainable=True)  # continue training t
 def rebuild_base(record: ExportRecord, device: Any) -> tuple[Any, Any]:
     """(quantized base model, tokenizer) exactly as the trial built them before attaching its adapter: the same
     loader and seed, the same per-layer bitsandbytes layers, the recorded compute dtype."""
-    import torch
-
     from trainables import models
-    from trainables.quantize import quantize_model
+    from trainables.quantize import base_load_dtype, quantize_model
 
     cfg = record.trial_config
     from trainables.devices import torch_dtype  # noqa: I001 - lazy: no torch at import
 
     dtype = torch_dtype(record.compute_dtype)
     tokenizer = models.load_tokenizer(cfg.model)
-    load_dtype = torch.float32 if 32 in record.bits_per_layer else dtype  # as loop.prepare loads
+    load_dtype = base_load_dtype(record.bits_per_layer, cfg.quantization, dtype)  # as loop.prepare loads
     model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
     _, blocks = models.find_blocks(model)
     if len(blocks) != len(record.bits_per_layer):

@@ -54,3 +54,20 @@ class Int8WeightOnlyMatmul(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
         return grad_x, None, None, grad_bias
+
+
+def convert_int8(src: nn.Linear) -> Int8Linear:
+    """An `Int8Linear` holding `src`'s weight row-quantized to int8 (quantized on the move to the device), bias
+    left for the caller; the 8-bit entry of `trainables.precisions`."""
+    new = Int8Linear(
+        src.in_features,
+        src.out_features,
+        bias=src.bias is not None,
+        has_fp16_weights=False,
+        threshold=0.0,
+        device="meta",
+    )
+    new.weight = bnb.nn.Int8Params(
+        src.weight.data.float().contiguous(), requires_grad=False, has_fp16_weights=False
+    )
+    return new

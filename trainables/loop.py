@@ -25,7 +25,7 @@ from trainables.divergence import divergence_reason, final_window
 from trainables.errors import TrialFailed
 from trainables.memory import MB, PeakMeter, release_device_memory
 from trainables.predict import predicted_peak_mb
-from trainables.quantize import quantize_model
+from trainables.quantize import base_load_dtype, quantize_model
 from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
 
@@ -138,7 +138,7 @@ def prepare(cfg: TrialConfig) -> Prepared:
     t0 = time.perf_counter()
     # Load in the compute dtype unless a block keeps float32 weights (then float32, cast after quantizing).
     bits = cfg.quantization.bits_per_layer(models.count_layers(cfg.model))
-    load_dtype = torch.float32 if 32 in bits else dtype
+    load_dtype = base_load_dtype(bits, cfg.quantization, dtype)
     model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
     prefix, blocks = models.find_blocks(model)
     report = quantize_model(model, blocks, cfg.quantization, device, dtype)

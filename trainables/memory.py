@@ -414,6 +414,7 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
     `SST2_PEAK_TOKENS`), all blocks without gradient checkpointing, else one block input per block plus
     `GC_BLOCKS` blocks; the causal-LM loss adds `LOGIT_BYTES` per logit. The constants' sources are beside them."""
     from trainables.devices import dtype_bytes, resolve_compute_dtype
+    from trainables.precisions import precision
     from trainables.quantize import formula_bytes
 
     compute = resolve_compute_dtype(cfg.training.compute_dtype, device_type)
@@ -425,11 +426,13 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
     largest = 0
     cast_inputs = []
     for b, block in zip(bits, arch.block_linears):
-        store = 4 if b == 32 else half if b == 16 else 0
-        cast_inputs.append(sum(k for _, _, k, _ in block) * store if store and store != e else 0)
+        entry = precision(b)
+        stored = entry.storage_dtype(qcfg, compute) if entry.storage_dtype is not None else compute
+        cast = dtype_bytes(stored) if stored != compute else 0
+        cast_inputs.append(sum(k for _, _, k, _ in block) * cast)
         for _, out_f, in_f, bias in block:
             weights += formula_bytes(b, out_f, in_f, bias, qcfg.double_quant, half, e)[0]
-            if b in (4, 8):
+            if entry.dequantizes:
                 largest = max(largest, out_f * in_f * e)
     n_params = adapter_param_count(arch, cfg)
     rows, tokens = cfg.training.batch_size, peak_row_tokens(cfg)

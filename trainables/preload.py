@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 
+from trainables.precisions import preload_modules
 from trainables.quiet import quiet_libraries
 
 MODULES = (
-    "bitsandbytes",
+    *preload_modules(),  # what each weight precision needs (bitsandbytes for 4 / 8-bit)
     "datasets",
     "evaluate",
     "peft",

@@ -1,6 +1,7 @@
-"""Per-layer weight precision: swap each block's linear layers for a 4/8/16/32-bit layer, and count bytes exactly.
+"""Per-layer weight precision: swap each block's linear layers for a layer of its precision, count bytes exactly.
 
-4 = bitsandbytes `Linear4bit` (NF4 by default, with double quantization, computing in the compute dtype),
+The precisions, and how each converts a layer and counts its bytes, are the entries of `trainables.precisions`;
+this module applies them. Built in: 4 = bitsandbytes `Linear4bit` (NF4 by default, with double quantization, computing in the compute dtype),
 8 = `Int8Linear` (a `Linear8bitLt`: int8 weights + one float32 scale per output row, computed weight-only in the
 compute dtype, see `trainables/int8.py`), 16 = 16-bit weights (the compute dtype when that is 16-bit, else
 `quantization.half_dtype` in a `CastLinear`), 32 = float32 weights. GPT-2's `Conv1D` layers are turned into
@@ -26,9 +27,7 @@ from torch import nn
 
 from trainables.config import QuantizationConfig
 from trainables.devices import torch_dtype
-
-BLOCKSIZE_4BIT = 64
-NESTED_BLOCKSIZE = 256
+from trainables.precisions import BLOCKSIZE_4BIT, NESTED_BLOCKSIZE, peft_flags, precision  # noqa: F401
 
 
 class CastLinear(nn.Linear):
@@ -45,13 +44,27 @@ HalfLinear = CastLinear  # the name of results made before the compute dtype exi
 
 
 def storage_dtype(bits: int, qcfg: QuantizationConfig, compute_dtype: torch.dtype) -> torch.dtype | None:
-    """The dtype a `bits`-wide block layer keeps its weights in (None for the bitsandbytes 4 / 8-bit layers):
-    32 -> float32; 16 -> the compute dtype when that is 16-bit, else `quantization.half_dtype`."""
-    if bits == 32:
-        return torch.float32
-    if bits == 16:
-        return compute_dtype if compute_dtype != torch.float32 else torch_dtype(qcfg.half_dtype)
-    return None
+    """The dtype a `bits`-wide block layer keeps its weights in (`Precision.storage_dtype`; None for the packed
+    bitsandbytes 4 / 8-bit layers): 32 -> float32; 16 -> the compute dtype when that is 16-bit, else
+    `quantization.half_dtype`."""
+    store = precision(bits).storage_dtype
+    return None if store is None else torch_dtype(store(qcfg, dtype_name(compute_dtype)))
+
+
+def base_load_dtype(
+    bits_per_layer: list[int], qcfg: QuantizationConfig, compute_dtype: torch.dtype
+) -> torch.dtype:
+    """The dtype to load the model in before quantizing: the widest storage dtype of its blocks' precisions when
+    wider than the compute dtype (a float32 block: float32, the rest cast after quantizing), else the compute
+    dtype."""
+    stores = {storage_dtype(b, qcfg, compute_dtype) for b in set(bits_per_layer)} - {None}
+    widest = max(stores, key=lambda d: d.itemsize, default=compute_dtype)
+    return widest if widest.itemsize > compute_dtype.itemsize else compute_dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` -> "bfloat16" (the names of `trainables.devices`)."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _as_linear(module: nn.Module) -> nn.Linear:
@@ -86,49 +99,14 @@ def convert_linear(
     has_bias = src.bias is not None
     weight = src.weight.data
     bias = src.bias.data.to(compute_dtype) if has_bias else None
-    store = storage_dtype(bits, qcfg, compute_dtype)
-    if store is not None:
-        cls = nn.Linear if store == compute_dtype else CastLinear
-        new: nn.Module = cls(src.in_features, src.out_features, bias=has_bias, device="meta")
-        new.weight = nn.Parameter(weight.to(store), requires_grad=False)
-        if has_bias:
-            new.bias = nn.Parameter(bias, requires_grad=False)
-        return new.to(device)
-    import bitsandbytes as bnb
-
-    from trainables.int8 import Int8Linear
-
-    if bits == 8:
-        new = Int8Linear(
-            src.in_features,
-            src.out_features,
-            bias=has_bias,
-            has_fp16_weights=False,
-            threshold=0.0,
-            device="meta",
-        )
-        new.weight = bnb.nn.Int8Params(
-            weight.float().contiguous(), requires_grad=False, has_fp16_weights=False
-        )
+    entry = precision(bits)
+    if entry.convert is not None:
+        new: nn.Module = entry.convert(src, qcfg, compute_dtype)
     else:
-        new = bnb.nn.Linear4bit(
-            src.in_features,
-            src.out_features,
-            bias=has_bias,
-            compute_dtype=compute_dtype,
-            compress_statistics=qcfg.double_quant,
-            quant_type=qcfg.quant_type,
-            device="meta",
-        )
-        new.weight = bnb.nn.Params4bit(
-            weight.float().contiguous(),
-            requires_grad=False,
-            compress_statistics=qcfg.double_quant,
-            quant_type=qcfg.quant_type,
-            blocksize=BLOCKSIZE_4BIT,
-        )
-        # On AVX512-BF16 CPUs an eval-mode Linear4bit repacks its weight one way; keep the portable layout.
-        new.support_avx512bf16_for_cpu = False
+        store = storage_dtype(bits, qcfg, compute_dtype)
+        cls = nn.Linear if store == compute_dtype else CastLinear
+        new = cls(src.in_features, src.out_features, bias=has_bias, device="meta")
+        new.weight = nn.Parameter(weight.to(store), requires_grad=False)
     if has_bias:
         new.bias = nn.Parameter(bias, requires_grad=False)
     return new.to(device)  # bitsandbytes quantizes on the move to the device
@@ -187,24 +165,9 @@ def formula_bytes(
     """The analytic (all bytes, scaling bytes) of a layer; must equal `layer_bytes` of the converted layer.
 
     `compute_bytes`: bytes per element of the compute dtype, which the bias is stored in."""
-    n = out_features * in_features
     bias_bytes = compute_bytes * out_features if bias else 0
-    if bits == 32:
-        return 4 * n + bias_bytes, 4 * n
-    if bits == 16:
-        return half_bytes * n + bias_bytes, half_bytes * n
-    if bits == 8:
-        scaling = n + 4 * out_features
-        return scaling + bias_bytes, scaling
-    blocks = -(-n // BLOCKSIZE_4BIT)
-    packed = -(-n // 2)
-    if double_quant:
-        scaling = packed + blocks + 4 * -(-blocks // NESTED_BLOCKSIZE)
-        fixed = 16 * 4 + 256 * 4 + 4
-    else:
-        scaling = packed + 4 * blocks
-        fixed = 16 * 4
-    return scaling + fixed + bias_bytes, scaling
+    total, scaling = precision(bits).weight_bytes(out_features, in_features, double_quant, half_bytes)
+    return total + bias_bytes, scaling
 
 
 @dataclass
@@ -268,8 +231,8 @@ def other_bytes(model: nn.Module, blocks: nn.ModuleList) -> int:
 
 def mark_quantized(model: nn.Module, bits_per_layer: list[int]) -> None:
     """Set the flags PEFT reads to pick its bitsandbytes LoRA / AdaLoRA layer types (it still checks each layer)."""
-    model.is_loaded_in_4bit = 4 in bits_per_layer
-    model.is_loaded_in_8bit = 8 in bits_per_layer
+    for flag, value in peft_flags(bits_per_layer).items():
+        setattr(model, flag, value)
 
 
 def _block_linear_params(blocks: nn.ModuleList) -> set[int]:

@@ -6,64 +6,21 @@ A record is built from the trial's `TrialConfig` and `TrialResult`; list-valued 
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from typing import Any
 
+from trainables.columns import COLUMNS, Column, summary_columns
 from trainables.config import TrialConfig
+from trainables.precisions import quantization_label
 from trainables.result import TrialResult, TrialStatus
 
-SUMMARY_COLUMNS = [
-    "trial_id",
-    "config_id",
-    "task",
-    "model",
-    "seed",
-    "method",
-    "quantization",
-    "lora_strategy",
-    "status",
-    "error",
-    "accuracy",
-    "perplexity",
-    "eval_loss",
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "peak_memory_mb",
-    "peak_load_memory_mb",
-    "weight_memory_mb",
-    "adapter_memory_mb",
-    "predicted_peak_mb",
-    "train_time_s",
-    "tokens_per_s",
-    "steps",
-    "bits_per_layer",
-    "mean_bits",
-    "ranks_per_layer",
-    "total_rank",
-    "initial_total_rank",
-    "lr",
-    "batch_size",
-    "seq_len",
-    "compute_dtype",
-    "gradient_checkpointing",
-    "device",
-    "memory_measure",
-    "data_note",
-    "perplexity_convention",
-]
+SUMMARY_COLUMNS = summary_columns()
+"""The summary CSV's columns at import (`trainables.columns` is the table; `summary_columns()` reads it live)."""
 
 
 def _join(values: list[Any]) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-
-
-def quantization_label(bits: list[int]) -> str:
-    """'fp32', 'fp16/bf16', 'nf4', 'int8' for uniform bits; 'mixed 8/4' and the like otherwise."""
-    names = {32: "fp32", 16: "16-bit", 8: "int8", 4: "nf4"}
-    kinds = sorted(set(bits), reverse=True)
-    if len(kinds) == 1:
-        return names[kinds[0]]
-    return "mixed " + "/".join(str(k) for k in kinds)
 
 
 def lora_strategy(cfg: TrialConfig) -> str:
@@ -86,69 +43,48 @@ def mean_bits(result: TrialResult) -> float | None:
     return round(sum(w * x for w, x in zip(weights, bpw)) / total, 4) if total else None
 
 
-UNMEASURED_WHEN_PARTIAL = (
-    "trainable_params",
-    "total_params",
-    "trainable_pct",
-    "weight_memory_mb",
-    "adapter_memory_mb",
-    "train_time_s",
-    "tokens_per_s",
-    "total_rank",
-    "initial_total_rank",
-)
-"""Columns a stopped or interrupted trial never measured: blank in its row, not 0."""
+UNMEASURED_WHEN_PARTIAL = tuple(c.name for c in COLUMNS if c.blank_when_partial)
+"""Columns a stopped or interrupted trial never measured (`Column.blank_when_partial`): blank in its row, not 0."""
 
 
 def flatten(trial_id: str, cfg: TrialConfig, result: TrialResult) -> dict[str, Any]:
-    row = _flatten(trial_id, cfg, result)
+    """The trial's row: one value per summary column of `trainables.columns`, read from the column's `source`
+    (lists comma-joined, enums as their value, missing text as "")."""
+    row = {c.name: _value(c, trial_id, cfg, result) for c in COLUMNS if c.summary}
     if result.status in (TrialStatus.STOPPED, TrialStatus.INTERRUPTED):
-        row.update({c: None for c in UNMEASURED_WHEN_PARTIAL if not row[c]})
+        row.update({c.name: None for c in COLUMNS if c.summary and c.blank_when_partial and not row[c.name]})
     return row
 
 
-def _flatten(trial_id: str, cfg: TrialConfig, result: TrialResult) -> dict[str, Any]:
-    bits = result.bits_per_layer
-    return {
-        "trial_id": trial_id,
-        "config_id": cfg.config_id or "",
-        "task": cfg.task.name,
-        "model": cfg.model.name,
-        "seed": cfg.training.seed,
-        "method": cfg.adapter.method,
-        "quantization": quantization_label(bits) if bits else _planned_quant(cfg),
-        "lora_strategy": lora_strategy(cfg),
-        "status": result.status.value,
-        "error": result.error or "",
-        "accuracy": result.accuracy,
-        "perplexity": result.perplexity,
-        "eval_loss": result.eval_loss,
-        "trainable_params": result.trainable_params,
-        "total_params": result.total_params,
-        "trainable_pct": result.trainable_pct,
-        "peak_memory_mb": result.peak_memory_mb,
-        "peak_load_memory_mb": result.peak_load_memory_mb,
-        "weight_memory_mb": result.weight_memory_mb,
-        "adapter_memory_mb": result.adapter_memory_mb,
-        "predicted_peak_mb": result.predicted_peak_mb,
-        "train_time_s": result.train_time_s,
-        "tokens_per_s": result.tokens_per_s,
-        "steps": result.steps,
-        "bits_per_layer": _join(bits),
-        "mean_bits": mean_bits(result),
-        "ranks_per_layer": _join(result.ranks_per_layer),
-        "total_rank": result.total_rank,
-        "initial_total_rank": result.initial_total_rank,
-        "lr": cfg.training.lr,
-        "batch_size": cfg.training.batch_size,
-        "seq_len": cfg.training.seq_len,
-        "compute_dtype": result.compute_dtype or cfg.training.compute_dtype,
-        "gradient_checkpointing": cfg.training.gradient_checkpointing,
-        "device": result.device,
-        "memory_measure": result.memory_measure,
-        "data_note": result.data_note,
-        "perplexity_convention": result.perplexity_convention,
-    }
+DERIVED: dict[str, Callable[[str, TrialConfig, TrialResult], Any]] = {
+    "trial_id": lambda trial_id, cfg, result: trial_id,
+    "quantization": lambda trial_id, cfg, result: (
+        quantization_label(result.bits_per_layer) if result.bits_per_layer else _planned_quant(cfg)
+    ),
+    "lora_strategy": lambda trial_id, cfg, result: lora_strategy(cfg),
+    "mean_bits": lambda trial_id, cfg, result: mean_bits(result),
+    "compute_dtype": lambda trial_id, cfg, result: result.compute_dtype or cfg.training.compute_dtype,
+}
+"""Row values computed from the trial (columns with `source="derived"`)."""
+
+
+def _value(column: Column, trial_id: str, cfg: TrialConfig, result: TrialResult) -> Any:
+    value: Any
+    if column.source == "derived":
+        value = DERIVED[column.name](trial_id, cfg, result)
+    elif column.source and column.source.startswith("config."):
+        value = cfg
+        for part in column.source.split(".")[1:]:
+            value = getattr(value, part)
+    else:
+        value = getattr(result, column.source or column.name)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return _join(value)
+    if value is None and column.dtype == "string":
+        return ""
+    return value
 
 
 def _planned_quant(cfg: TrialConfig) -> str:
