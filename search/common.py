@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,11 @@ from typing import Any
 
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
+from trainables.results_folder import SPEC_FILE
+from trainables.results_folder import (
+    atomic_write_json as atomic_write_json,  # moved there; still importable here
+)
+from trainables.results_folder import atomic_write_text as atomic_write_text
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 """Optuna samplers of `rankbits pareto --sampler` (built in search.searcher.make_sampler)."""
@@ -65,38 +68,6 @@ def apply_overrides(cfg: TrialConfig, overrides: list[str]) -> TrialConfig:
     return cfg.with_overrides(overrides) if overrides else cfg
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: a kill never leaves a half-written file.
-    Secret values from the environment (.env tokens) are redacted. The file gets the mode a plain `open` would
-    give it (0666 less the umask), not the temporary file's 0600."""
-    from search.envfile import redact
-
-    text = redact(text)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=True) + "\n")
-
-
 @dataclass(frozen=True)
 class SpecFlag:
     """One CLI flag recorded in `experiment.json`, so that `--resume` can restore it.
@@ -125,7 +96,7 @@ def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> N
     if not getattr(args, "resume", False):
         return
     try:
-        spec = json.loads((root / "experiment.json").read_text())
+        spec = json.loads((root / SPEC_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return
     given: set[str] = getattr(args, "given", set())

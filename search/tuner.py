@@ -20,9 +20,9 @@ from ray.tune import Callback
 
 from search.envfile import load_env
 from search.resources import MEMORY_RESOURCE, DeviceInfo
-from search.results_io import INTERRUPTED_FILE, tune_dir, tune_dirs, write_summary
+from search.results_io import write_summary
 from trainables.errors import ConfigError
-from trainables.trainable import RESULT_FILE
+from trainables.results_folder import ERROR_FILE, INTERRUPTED_FILE, RESULT_FILE, tune_dir, tune_dirs
 
 QUIET_ENV = {
     "RAY_DEDUP_LOGS": "1",
@@ -360,7 +360,7 @@ def fit_tuner(tuner: Any, root: Path, order: list[str] | None) -> None:
         trial_dir = Path(trial.path) if trial.path else None
         if trial_dir is None or not trial_dir.is_dir():
             continue  # never started
-        if not (trial_dir / RESULT_FILE).exists() and not (trial_dir / "error.txt").exists():
+        if not (trial_dir / RESULT_FILE).exists() and not (trial_dir / ERROR_FILE).exists():
             (trial_dir / INTERRUPTED_FILE).write_text("interrupted by Ctrl-C; rerun with --resume\n")
     write_summary(root, order)
     raise KeyboardInterrupt

@@ -16,37 +16,30 @@ Tune marks it errored (and Optuna records it as failed), while the rest of the g
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from trainables.config import TrialConfig
-from trainables.errors import TrialFailed, TrialStopped
+from trainables.errors import ConfigError, TrialFailed, TrialStopped
 from trainables.records import flatten
 from trainables.result import TrialResult, TrialStatus
-
-RESULT_FILE = "trial_result.json"
+from trainables.results_folder import (
+    RESULT_FILE as RESULT_FILE,  # the folder format's owner; kept importable here
+)
+from trainables.results_folder import read_trial_file, write_trial_file
 
 
 def trial_config(config: dict[str, Any]) -> TrialConfig:
-    """The TrialConfig of a Tune config: a ready "trial" dict, or one built by a search space's builder."""
-    if "trial" in config:
-        return TrialConfig.from_dict(config["trial"])
-    from spaces.pareto import config_from_params
+    """The TrialConfig of a Tune config: its ready "trial" dict (grid cells and search spaces both build one).
 
-    return config_from_params(config)
-
-
-def write_trial_file(
-    trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult, started: float
-) -> None:
-    from search.common import atomic_write_json
-
-    atomic_write_json(
-        Path(trial_dir) / RESULT_FILE,
-        {"trial_id": trial_id, "started": started, "config": cfg.to_dict(), "result": result.to_dict()},
-    )
+    Raises ConfigError when the config holds none."""
+    if "trial" not in config:
+        raise ConfigError(
+            f"Tune config without a 'trial' dict (keys: {', '.join(sorted(config))}); build it with "
+            "TrialConfig.to_dict() in the search space"
+        )
+    return TrialConfig.from_dict(config["trial"])
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -165,13 +158,3 @@ def predicted_peak_mb(cfg: TrialConfig, device_type: str | None = None) -> float
 
     device = device_type or pick_device(cfg.training.device).type
     return predict(cfg, device)
-
-
-def read_trial_file(trial_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(trial_dir) / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
