@@ -64,6 +64,13 @@ def parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds {text!r}: give integers like 0,1,2") from None
 
 
+def root_of(args: argparse.Namespace) -> Path:
+    """The experiment's results folder: `--results-dir/--name`; a name with a path in it is a ConfigError."""
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise ConfigError(f"--name {args.name!r}: give a plain folder name like grid-1")
+    return Path(args.results_dir) / args.name
+
+
 def apply_overrides(cfg: TrialConfig, overrides: list[str]) -> TrialConfig:
     return cfg.with_overrides(overrides) if overrides else cfg
 

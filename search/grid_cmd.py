@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from pathlib import Path
 from typing import Any
 
 from search.common import (
@@ -16,6 +15,7 @@ from search.common import (
     apply_overrides,
     parse_seeds,
     parse_tasks,
+    root_of,
 )
 from spaces.grid import GRID_IDS, TASK_MODELS, grid_config, parse_config_ids
 from trainables.config import ModelConfig, TrialConfig
@@ -140,9 +140,3 @@ def handle(args: argparse.Namespace) -> int:
     with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
         table = launch(args, cells, spec, order)
     return 0 if any(r["status"] == "completed" for r in table) or not table else 1
-
-
-def root_of(args: argparse.Namespace) -> Path:
-    if not args.name or "/" in args.name or args.name.startswith("."):
-        raise ConfigError(f"--name {args.name!r}: give a plain folder name like grid-1")
-    return Path(args.results_dir) / args.name

@@ -13,9 +13,9 @@ from trainables.errors import ConfigError
 
 
 def predict_all(cells: list[TrialConfig], device_kind: str) -> list[float]:
-    from search.grid_cmd import predicted_mb
+    from trainables.predict import predicted_peak_mb
 
-    return [predicted_mb(c, device_kind) for c in cells]
+    return [predicted_peak_mb(c, device_kind) for c in cells]
 
 
 def resource_cells(
@@ -126,7 +126,7 @@ def launch(
 ) -> list[dict[str, Any]]:
     from ray import tune
 
-    from search.grid_cmd import root_of
+    from search.common import root_of
     from search.tuner import (
         build_or_restore,
         clear_interrupted,

@@ -35,20 +35,22 @@ class DeviceInfo:
 
 
 def detect_device(device_memory_gb: float | None = None) -> DeviceInfo:
+    """The device trials run on (`trainables.devices.pick_device("auto")`: mps, then cuda, then cpu) and its memory
+    budget in MB (2^20 bytes): MPS's recommended working set, 90% of the CUDA device's memory or 80% of the available
+    RAM; `device_memory_gb` (GiB) overrides it."""
     import psutil
     import torch
 
+    from trainables.devices import pick_device
+
     cpus = os.cpu_count() or 1
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    kind = pick_device("auto").type
+    if kind == "mps":
         memory = torch.mps.recommended_max_memory() / 2**20
-        kind = "mps"
-    elif torch.cuda.is_available():
+    elif kind == "cuda":
         memory = torch.cuda.get_device_properties(0).total_memory / 2**20 * 0.9
-        kind = "cuda"
     else:
         memory = psutil.virtual_memory().available / 2**20 * 0.8
-        kind = "cpu"
     if device_memory_gb is not None:
         memory = device_memory_gb * 1024
     return DeviceInfo(kind, float(memory), cpus)

@@ -60,14 +60,11 @@ def trim_heap() -> None:
 def release_device_memory() -> None:
     """After a trial: hand the accelerator's cached blocks back, so that a Ray worker that runs the next trial
     (reused on MPS and CUDA) starts it with the memory of the last one freed."""
+    from trainables.devices import mps_available  # the one place that says which devices are here
+
     gc.collect()
-    mps = getattr(torch, "mps", None)
-    if (
-        mps is not None
-        and getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
-        mps.empty_cache()
+    if mps_available():
+        torch.mps.empty_cache()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     trim_heap()

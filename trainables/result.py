@@ -117,7 +117,3 @@ class TrialResult:
         kwargs["loss_curve"] = [tuple(p) for p in kwargs.get("loss_curve", [])]
         kwargs["penalty_curve"] = [tuple(p) for p in kwargs.get("penalty_curve", [])]
         return cls(**kwargs)
-
-    @property
-    def objective(self) -> float | None:
-        return self.accuracy if self.metric_name == "accuracy" else self.perplexity
