@@ -11,6 +11,7 @@ from typing import Any
 
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
+from trainables.harness import ENV, parse_mmap_threshold, parse_reuse_workers, parse_trial_process
 from trainables.results_folder import SPEC_FILE
 from trainables.results_folder import (
     atomic_write_json as atomic_write_json,  # moved there; still importable here
@@ -38,6 +39,44 @@ def add_set_flag(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. training.lr=1e-4 or adapter.layer_ranks=0:4,5:12 (repeatable)",
     )
+
+
+def add_harness_flags(p: argparse.ArgumentParser, ray: bool = True) -> None:
+    """The harness switches that change what is measured (`trainables.harness`): recorded in experiment.json and
+    in every trial's result. `ray=False` (`rankbits run`): no worker reuse flag."""
+    p.add_argument(
+        "--trial-process",
+        default=None,
+        metavar="fork|inline",
+        help="train each trial in a fresh forked child (fork: a fresh process's CPU peak) or in the worker's own "
+        f"process (inline); default ${ENV['trial_process']}, else "
+        + ("fork on Linux CPU, inline elsewhere" if ray else "inline"),
+    )
+    if ray:
+        p.add_argument(
+            "--reuse-workers",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"let a finished trial's Ray worker run the next one; default ${ENV['reuse_workers']} (1/0), "
+            "else yes unless CPU trials train inline",
+        )
+    p.add_argument(
+        "--mmap-threshold",
+        default=None,
+        metavar="BYTES",
+        help="glibc mmap threshold of the training process (e.g. 262144 or 256K: the resident set tracks live "
+        f"tensors, ~2x slower; 0: glibc's own); default ${ENV['mmap_threshold']}, else 0",
+    )
+
+
+def check_harness_flags(args: argparse.Namespace) -> None:
+    """Parse the typed harness flags in place (fork / inline, bytes); a bad value is a ConfigError naming it."""
+    if hasattr(args, "trial_process"):
+        args.trial_process = parse_trial_process(args.trial_process)
+    if hasattr(args, "reuse_workers"):
+        args.reuse_workers = parse_reuse_workers(args.reuse_workers)
+    if hasattr(args, "mmap_threshold"):
+        args.mmap_threshold = parse_mmap_threshold(args.mmap_threshold)
 
 
 def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -92,6 +131,15 @@ class SpecFlag:
     def __post_init__(self) -> None:
         if not self.dest.isidentifier():
             raise ValueError(f"SpecFlag.dest {self.dest!r}: give an argparse destination like max_steps")
+
+
+HARNESS_FLAGS = [
+    SpecFlag("trial_process", lambda s: s["harness"]["trial_process"], to_spec=parse_trial_process),
+    SpecFlag("reuse_workers", lambda s: s["harness"]["reuse_workers"], to_spec=parse_reuse_workers),
+    SpecFlag("mmap_threshold", lambda s: s["harness"]["mmap_threshold"], to_spec=parse_mmap_threshold),
+]
+"""What `grid / pareto --resume` reads back from experiment.json's `harness` (absent in older folders: then the
+flags, the environment or the defaults decide)."""
 
 
 def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> None:

@@ -63,6 +63,8 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
         old = json.loads(spec_path.read_text())
     except (OSError, json.JSONDecodeError):
         old = None
+    if old is not None:  # settings recorded only since a later version are compared only where recorded
+        spec = {k: v for k, v in spec.items() if k not in ADDED_LATER or k in old}
     same = old is not None and _comparable(old) == _comparable(spec)
     if same and not overwrite:
         return True
@@ -80,6 +82,10 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
 
 NOT_COMPARED = ("created", "resumed", "ray_address", "trials")
 """experiment.json keys a rerun may change (`trials`: a Pareto search may be extended)."""
+
+
+ADDED_LATER = ("harness",)
+"""experiment.json keys that older folders lack: a rerun of such a folder is not refused for them."""
 
 
 def _comparable(spec: dict[str, Any]) -> dict[str, Any]:

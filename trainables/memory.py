@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -71,18 +70,18 @@ def release_device_memory() -> None:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES = (
-    0  # 0: keep glibc defaults (fastest); e.g. 262144 tracks live memory closer, ~2x slower
-)
 
 
 def configure_allocator() -> None:
-    """glibc: serve every allocation above 256 KiB (tensors) from mmap and return it to the OS when freed.
+    """glibc, when the trial's mmap threshold (`trainables.harness`) is set: serve every allocation above it (e.g.
+    256 KiB: tensors) from mmap and return it to the OS when freed.
 
     By default glibc raises its mmap threshold after large frees and then keeps freed tensor memory in the heap, so
     the resident set ratchets up step after step and its high-water mark stops describing the trial. A fixed
     threshold keeps RSS close to the live tensors, which makes the measured peak meaningful and repeatable."""
-    threshold = int(os.environ.get("RANKBITS_MMAP_THRESHOLD", MMAP_THRESHOLD_BYTES))
+    from trainables.harness import mmap_threshold
+
+    threshold = mmap_threshold()  # --mmap-threshold, recorded with the trial; 0: glibc's own
     if not sys.platform.startswith("linux") or threshold <= 0:
         return
     try:

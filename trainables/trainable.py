@@ -1,7 +1,7 @@
 """The Ray Tune function trainable: dict -> TrialConfig -> fit -> tune.report. The only module that imports Ray.
 
 Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "memory_fraction": float | None,
-"forked": bool, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for
+"forked": bool, "harness": {...}, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for
 searches. Search spaces put their sampled values under other keys and `spaces.pareto` builds the "trial" dict from
 them (see `trial_dict`).
 
@@ -52,6 +52,7 @@ def train_trial(config: dict[str, Any]) -> None:
     trial_dir = storage_trial_dir(ctx)
     config = config.get("cell", config)
     cfg = trial_config(config)
+    harness = dict(config.get("harness") or {})  # trainables.harness: recorded in the result, applied below
     done = read_trial_file(trial_dir)
     if (
         done is not None
@@ -80,6 +81,7 @@ def train_trial(config: dict[str, Any]) -> None:
                 status=TrialStatus.INFEASIBLE,
                 predicted_peak_mb=round(predicted, 1),
                 error=f"predicted peak {predicted:.2f} MB is over the {budget:g} MB budget",
+                harness=harness,
                 **config.get("known", {}),  # result fields the config fixes without training
             )
             write_trial_file(trial_dir, trial_id, cfg, result, started)
@@ -107,14 +109,21 @@ def train_trial(config: dict[str, Any]) -> None:
 
         try:
             result = fit_forked(
-                cfg, progress=progress, adapter_dir=trial_dir / "adapter", stop_requested=stop_requested
+                cfg,
+                progress=progress,
+                adapter_dir=trial_dir / "adapter",
+                stop_requested=stop_requested,
+                mmap_threshold=harness.get("mmap_threshold"),
             )
         except TrialStopped:
             return  # its last report was a progress row: Tune and the searcher record it as stopped
     else:
+        from trainables.harness import use_mmap_threshold
         from trainables.loop import fit
 
+        use_mmap_threshold(harness.get("mmap_threshold"))
         result = fit(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
+    result.harness = harness
     write_trial_file(trial_dir, trial_id, cfg, result, started)
     tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
     if result.status is TrialStatus.FAILED:
