@@ -195,7 +195,7 @@ def launch(
             num_samples=1,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=_dirname,
-            reuse_actors=harness.reuse_workers,
+            reuse_actors=bool(harness.reuse_workers),  # resolve_harness decides it for Ray
         )
         tuner = build_or_restore(
             root,

@@ -275,7 +275,7 @@ def _search(args: argparse.Namespace) -> int:
             scheduler=scheduler,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=harness.reuse_workers,
+            reuse_actors=bool(harness.reuse_workers),  # resolve_harness decides it for Ray
         )
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
         plan_progress(remaining)
