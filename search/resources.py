@@ -24,12 +24,12 @@ from trainables.errors import ConfigError
 from trainables.harness import (
     ENV,
     Harness,
+    default_mmap_threshold,
     from_env,
     parse_mmap_threshold,
     parse_reuse_workers,
     parse_trial_process,
 )
-from trainables.harness import mmap_threshold as harness_mmap_threshold
 
 MEMORY_RESOURCE = "device_memory_mb"
 HEADROOM = 1.25
@@ -157,7 +157,7 @@ def resolve_harness(
     return Harness(
         trial_process="fork" if forked_trials(device, trial_process) else "inline",
         reuse_workers=reuse_workers(device, trial_process, reuse),
-        mmap_threshold=threshold if threshold is not None else harness_mmap_threshold(),
+        mmap_threshold=threshold if threshold is not None else default_mmap_threshold(),
     )
 
 

@@ -136,10 +136,15 @@ def use_mmap_threshold(threshold: int | None) -> None:
         _ACTIVE["mmap_threshold"] = int(threshold)
 
 
-def mmap_threshold() -> int:
-    """The mmap threshold (bytes) for this process: set by `use_mmap_threshold`, else $RANKBITS_MMAP_THRESHOLD, else
-    `DEFAULT_MMAP_THRESHOLD`."""
-    if "mmap_threshold" in _ACTIVE:
-        return _ACTIVE["mmap_threshold"]
+def default_mmap_threshold() -> int:
+    """What `--mmap-threshold` defaults to: $RANKBITS_MMAP_THRESHOLD, else `DEFAULT_MMAP_THRESHOLD`."""
     value = from_env("mmap_threshold")
     return DEFAULT_MMAP_THRESHOLD if value is None else value
+
+
+def mmap_threshold() -> int:
+    """The mmap threshold (bytes) this process trains with: set by `use_mmap_threshold`, else
+    `default_mmap_threshold()`."""
+    if "mmap_threshold" in _ACTIVE:
+        return _ACTIVE["mmap_threshold"]
+    return default_mmap_threshold()

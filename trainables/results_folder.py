@@ -161,14 +161,19 @@ def trial_id_of(trial_dir: str | os.PathLike[str], reports: list[dict[str, Any]]
     return match.group(1) if match else folder.name
 
 
-def params_config(trial_dir: str | Path) -> TrialConfig | None:
-    """The TrialConfig in Tune's params.json (`{"cell": {"trial": ...}}` or `{"trial": ...}`); None when the file
-    is missing or holds no config this version can rebuild."""
+def read_params(trial_dir: str | Path) -> dict[str, Any]:
+    """Tune's params.json of a trial folder ({} when missing or unreadable)."""
     try:
         params = json.loads((Path(trial_dir) / PARAMS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return config_of(params)
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+def params_config(trial_dir: str | Path) -> TrialConfig | None:
+    """The TrialConfig in Tune's params.json (`{"cell": {"trial": ...}}` or `{"trial": ...}`); None when the file
+    is missing or holds no config this version can rebuild."""
+    return config_of(read_params(trial_dir))
 
 
 def config_of(tune_config: Any) -> TrialConfig | None:
@@ -269,7 +274,10 @@ def read_trial(trial_dir: str | Path) -> TrialFolder | None:
     interrupted = (folder / INTERRUPTED_FILE).is_file()
     if not reports and error is None and not interrupted:
         return None
-    cfg = params_config(folder)
+    params = read_params(folder)
+    cfg = config_of(params)
+    cell = params.get("cell") if isinstance(params.get("cell"), dict) else params
+    harness = cell.get("harness") or {}  # trainables.harness, as the trial ran
     trial_id = trial_id_of(folder, reports)
     planned = cfg.training.max_steps if cfg is not None and cfg.training.epochs is None else None
     status = tune_status(last, planned, error, interrupted)
@@ -282,6 +290,7 @@ def read_trial(trial_dir: str | Path) -> TrialFolder | None:
     entry = None
     if cfg is not None:
         result = _result_from_report(cfg, last, TrialStatus(status), reason)
+        result.harness = dict(harness) if isinstance(harness, dict) else {}
         entry = {"trial_id": trial_id, "config": cfg.to_dict(), "result": result.to_dict()}
         planned_row = flatten(trial_id, cfg, result)
         for key in ("config_id", "task", "model", "seed", "method", "quantization", "lora_strategy", "lr"):

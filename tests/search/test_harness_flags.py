@@ -27,6 +27,9 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_flags_over_environment_over_the_devices_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainables.harness import use_mmap_threshold
+
+    use_mmap_threshold(4096)  # what an earlier in-process trial set: not the next experiment's default
     assert resolve_harness(CPU) == Harness("fork", True, 0)  # Linux CPU: forked children, reused workers
     assert resolve_harness(CUDA) == Harness("inline", True, 0)
     assert resolve_harness(CPU, "inline") == Harness("inline", False, 0)  # inline CPU: a fresh worker each
@@ -35,6 +38,7 @@ def test_flags_over_environment_over_the_devices_default(monkeypatch: pytest.Mon
     monkeypatch.setenv("RANKBITS_MMAP_THRESHOLD", "262144")
     assert resolve_harness(CPU) == Harness("inline", True, 262144)
     assert resolve_harness(CPU, "fork", False, "0") == Harness("fork", False, 0)
+    use_mmap_threshold(None)
 
 
 def test_fork_where_there_is_no_forkserver_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:

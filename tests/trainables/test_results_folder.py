@@ -135,7 +135,8 @@ def test_a_folder_that_never_started_is_no_trial_and_a_stopped_one_is_rebuilt(tm
     assert rf.read_trial(empty) is None
     stopped = tmp_path / "trial-sst2-s0_11111111"
     stopped.mkdir()
-    (stopped / rf.PARAMS_FILE).write_text(json.dumps({"trial": _cfg().to_dict()}))
+    harness = {"trial_process": "fork", "reuse_workers": True, "mmap_threshold": 0}
+    (stopped / rf.PARAMS_FILE).write_text(json.dumps({"trial": _cfg().to_dict(), "harness": harness}))
     report = {"status": "running", "steps": 4, "accuracy": 0.6, "bits_per_layer": "8,4", "train_loss": 0.5}
     (stopped / rf.REPORTS_FILE).write_text(json.dumps(report) + "\n")
     trial = rf.read_trial(stopped)
@@ -144,6 +145,7 @@ def test_a_folder_that_never_started_is_no_trial_and_a_stopped_one_is_rebuilt(tm
     assert result.status is TrialStatus.STOPPED and result.steps == 4 and result.accuracy == 0.6
     assert result.bits_per_layer == [8, 4] and result.final_train_loss == 0.5
     assert result.error == "stopped early at step 4"
+    assert result.harness == harness  # how it ran, from its Tune config
 
 
 def test_config_of_reads_both_tune_config_layouts() -> None:
