@@ -90,11 +90,6 @@ def format_objectives(objectives: Mapping[str, str]) -> str:
     return ",".join(f"{name}:{direction}" for name, direction in objectives.items())
 
 
-def task_metric(df: Any) -> str:
-    """The task metric of a frame: `accuracy` if it has accuracy values, else `perplexity`."""
-    return next(iter(default_objectives(df)))
-
-
 def _check_column(name: str) -> None:
     if name not in OBJECTIVE_COLUMNS:
         raise ConfigError(f"objectives: unknown column {name!r}; allowed: {', '.join(OBJECTIVE_COLUMNS)}")

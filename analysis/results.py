@@ -5,20 +5,17 @@ A results folder (`results/<name>/`, written by the grid and Pareto searches) ho
 - `experiment.json`: `{"kind": "grid" | "pareto", "name": ..., ...}`
 - `experiment_summary.csv`: one row per trial, the summary columns of `trainables.columns`
 - `all_results.json`: `[{"trial_id", "config": TrialConfig.to_dict(), "result": TrialResult.to_dict()}, ...]`
-- `tune/<trial_dir>/result.json` (JSON lines, one per `tune.report`) and `params.json` (`{"trial": {...}}`)
+- `tune/`, `tune-2/`, ... (`trainables.results_folder.tune_dirs`): Ray Tune's trial folders
 
 Trials are merged by `trial_id` from all three, the summary first, then `all_results.json`, then Tune's
-folder; so a folder whose summary was written before the run ended (or never) still yields every trial Tune
+folders; so a folder whose summary was written before the run ended (or never) still yields every trial Tune
 knows about. If the summary's ids and Tune's ids share nothing, the source with more trials is used alone
 (with a warning).
 
-A trial read from Tune's folder gets its status from its last reported row:
-
-- `failed` / `infeasible` / `stopped` / `diverged` as reported;
-- `completed` only if that row is a final one: it has a task metric (accuracy or perplexity) and, when the
-  trial's `params.json` fixes the number of steps (`training.max_steps`, no `epochs`), `steps` reached it;
-- otherwise the trial reported intermediate rows only (stopped early by ASHA, or interrupted): `stopped`, or
-  `failed` with the first line of Tune's `error.txt` when the trial dir has one.
+Tune's folders are read by `trainables.results_folder.trials`, the reader the searches use for their summary
+files: the same trial ids (`trial_id_of`) and, for a trial without `trial_result.json`, the same status rule
+(`tune_status`: completed only from a final report; failed with Tune's error.txt; interrupted when Ctrl-C
+marked it; else stopped).
 
 Trial order (`trial_number`, 0-based within each source) follows Tune's trial counter (the `_00007` suffix of
 Tune trial ids) when every trial id has one, else the summary's row order followed by Tune-only trials by
@@ -39,11 +36,11 @@ from typing import Any
 
 import pandas as pd
 
-from trainables.columns import LiveMap, dtypes, frame_columns, names_of, planned_columns, summary_columns
-from trainables.config import TrialConfig
+from trainables import results_folder
+from trainables.columns import LiveMap, dtypes, frame_columns, names_of, summary_columns
 from trainables.errors import ConfigError
-from trainables.records import flatten
-from trainables.result import TrialResult, TrialStatus
+from trainables.result import TrialStatus
+from trainables.results_folder import ALL_RESULTS_FILE, SPEC_FILE, SUMMARY_FILE, TUNE_DIR
 
 STATUSES = tuple(s.value for s in TrialStatus)
 STATUS_DTYPE = pd.CategoricalDtype(list(STATUSES))
@@ -51,10 +48,7 @@ STATUS_DTYPE = pd.CategoricalDtype(list(STATUSES))
 
 GRID_CONFIG_IDS = ("B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2", "Joint-3")
 
-SUMMARY_FILE = "experiment_summary.csv"
-ALL_RESULTS_FILE = "all_results.json"
-EXPERIMENT_FILE = "experiment.json"
-TUNE_DIR = "tune"
+EXPERIMENT_FILE = SPEC_FILE
 
 # Column names and dtypes come from the result-column table (`trainables.columns`), read at import; a column
 # registered later is typed through `_cast`, which reads the table itself.
@@ -70,10 +64,7 @@ COLUMNS = frame_columns()
 DTYPE_OF = LiveMap(dtypes)
 """{column: `trainables.columns.DTYPES` kind}, read live."""
 
-_TUNE_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?:_|$)")
-"""Tune trial ids: `3c5e2_00007` (grid: Tune's variant generator) or `24927d09` (searches: `Trial.generate_id`)."""
 _COUNTER = re.compile(r"_(\d+)$")
-_METRICS = ("accuracy", "perplexity")
 
 
 def load_results(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -138,7 +129,7 @@ def _load_folder(folder: Path, source: str) -> pd.DataFrame:
     meta = read_experiment(folder)
     summary = _read_summary(folder / SUMMARY_FILE)
     all_results = _read_all_results(folder / ALL_RESULTS_FILE)
-    tune = _read_tune(folder / TUNE_DIR)
+    tune = _read_tune(folder)
     if summary is None and all_results is None and tune is None:
         raise ConfigError(
             f"results folder {str(folder)!r} holds no results; expected {SUMMARY_FILE}, "
@@ -228,145 +219,40 @@ def _read_all_results(file: Path) -> list[dict[str, Any]] | None:
     for entry in data:
         if not isinstance(entry, dict):
             continue
-        row = _flatten_entry(
-            str(entry.get("trial_id") or ""), entry.get("config") or {}, entry.get("result") or {}
-        )
+        row = results_folder.entry_row(entry)
         row["origin"] = "all_results"
         row["status"] = _summary_status(row)
         rows.append(row)
     return rows
 
 
-def _flatten_entry(trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """`records.flatten` of a stored entry; a config this version cannot rebuild: the result's own fields."""
-    try:
-        return flatten(trial_id, TrialConfig.from_dict(config), TrialResult.from_dict(result))
-    except (ConfigError, TypeError, ValueError, KeyError, AttributeError):
-        row = {c: result.get(c) for c in summary_columns() if c in result}
-        row["trial_id"] = trial_id
-        return row
-
-
 def _summary_status(row: dict[str, Any]) -> str:
     status = str(row.get("status") or "").strip().lower()
     if status in STATUSES:
         return status
-    return _tune_status(row, None, None)
+    return results_folder.tune_status(row, None, None)
 
 
 # --- Tune's folder ------------------------------------------------------------------------------------------
 
 
-def _read_tune(tune_dir: Path) -> list[dict[str, Any]] | None:
-    if not tune_dir.is_dir():
+def _read_tune(folder: Path) -> list[dict[str, Any]] | None:
+    """One row per trial of the folder's Tune experiments (`trainables.results_folder.trials`: the same trials,
+    ids and statuses as the summary files the searches write)."""
+    if not results_folder.tune_dirs(folder):
         return None
-    patterns = ("*/result.json", "*/params.json", "*/*/result.json", "*/*/params.json")
-    trial_dirs = sorted({p.parent for pattern in patterns for p in tune_dir.glob(pattern)})
-    rows = [_read_tune_trial(d) for d in trial_dirs]
-    rows.sort(key=lambda r: (r["_start"], r["trial_id"] or ""))
-    return rows
-
-
-def _read_tune_trial(trial_dir: Path) -> dict[str, Any]:
-    reports = _json_lines(trial_dir / "result.json")
-    params = _read_params(trial_dir / "params.json")
-    cfg = _trial_config(params.get("trial"))
-    last = reports[-1] if reports else {}
-    row: dict[str, Any] = {c: last.get(c) for c in summary_columns()}
-    row["trial_id"] = trial_id_of(trial_dir)
-    if cfg is not None:
-        _fill_from_config(row, cfg)
-    error_text = _error_line(trial_dir / "error.txt")
-    planned = cfg.training.max_steps if cfg is not None and cfg.training.epochs is None else None
-    row["status"] = _tune_status(row, planned, error_text)
-    if row["status"] == "failed" and not row.get("error") and error_text:
-        row["error"] = error_text
-    row["origin"] = "tune"
-    row["tune_iterations"] = last.get("training_iteration", len(reports) if reports else None)
-    start = reports[0].get("timestamp") if reports else None
-    row["_start"] = float(start) if isinstance(start, int | float) else math.inf
-    return row
-
-
-def _tune_status(row: dict[str, Any], planned_steps: int | None, error_text: str | None) -> str:
-    status = str(row.get("status") or "").strip().lower()
-    if status in STATUSES and status != "completed":
-        return status
-    has_metric = any(_number(row.get(m)) is not None for m in _METRICS)
-    steps = _number(row.get("steps"))
-    reached = planned_steps is None or steps is None or steps >= planned_steps
-    if status == "completed" and has_metric and reached:
-        return "completed"
-    return "failed" if error_text else "stopped"
-
-
-def _fill_from_config(row: dict[str, Any], cfg: TrialConfig) -> None:
-    """Config fields for trials whose reports lack them (no report at all, or intermediate rows only): the
-    columns the config alone fixes (`Column.planned`), as `records.flatten` writes them."""
-    planned = flatten(str(row.get("trial_id") or ""), cfg, TrialResult.of(cfg))
-    for key in planned_columns():
-        if row.get(key) is None or (key != "config_id" and row.get(key) == ""):
-            row[key] = planned[key]
-
-
-def _trial_config(data: Any) -> TrialConfig | None:
-    if not isinstance(data, dict):
-        return None
-    try:
-        return TrialConfig.from_dict(data)
-    except (ConfigError, TypeError, ValueError):
-        return None
-
-
-def _read_params(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _json_lines(file: Path) -> list[dict[str, Any]]:
-    """Tune's result.json: one JSON object a line; blank and broken lines (a write cut short) are skipped."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError:
-        return []
     rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            rows.append(value)
+    for trial in results_folder.trials(folder):
+        row = dict(trial.row)
+        row["origin"] = "tune"
+        row["tune_iterations"] = trial.iterations
+        rows.append(row)
     return rows
 
 
 def trial_id_of(trial_dir: str | os.PathLike[str]) -> str:
-    """The Tune trial id of a Tune trial folder: the `trial_id` its reports carry (Tune's `result.json`), else
-    the id in the folder's name: `3c5e2_00007` from `B-FP-sst2-s0_3c5e2_00007` (rankbits' grid names),
-    `24927d09` from `trial-sst2-s3_24927d09` (search trials) or `fit_trial_3c5e2_00007_7_lr=0.001,...` (Tune's
-    default); the whole name when it holds none. The one
-    derivation `load_results` and `search.results_io` share, so a trial that died before its first report is
-    one trial to both."""
-    folder = Path(trial_dir)
-    for report in _json_lines(folder / "result.json"):
-        if report.get("trial_id"):
-            return str(report["trial_id"])
-    match = _TUNE_ID.search(folder.name)
-    return match.group(1) if match else folder.name
-
-
-def _error_line(file: Path) -> str | None:
-    try:
-        lines = [line.strip() for line in file.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError:
-        return None
-    text = next((line for line in reversed(lines) if line), None)  # a traceback's last line names the error
-    return text[:300] if text else None
+    """The Tune trial id of a trial folder (`trainables.results_folder.trial_id_of`)."""
+    return results_folder.trial_id_of(trial_dir)
 
 
 # --- dtypes -------------------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,12 @@ from typing import Any
 
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
+from trainables.harness import ENV, parse_mmap_threshold, parse_reuse_workers, parse_trial_process
+from trainables.results_folder import SPEC_FILE
+from trainables.results_folder import (
+    atomic_write_json as atomic_write_json,  # moved there; still importable here
+)
+from trainables.results_folder import atomic_write_text as atomic_write_text
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 """Optuna samplers of `rankbits pareto --sampler` (built in search.searcher.make_sampler)."""
@@ -35,6 +39,44 @@ def add_set_flag(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. training.lr=1e-4 or adapter.layer_ranks=0:4,5:12 (repeatable)",
     )
+
+
+def add_harness_flags(p: argparse.ArgumentParser, ray: bool = True) -> None:
+    """The harness switches that change what is measured (`trainables.harness`): recorded in experiment.json and
+    in every trial's result. `ray=False` (`rankbits run`): no worker reuse flag."""
+    p.add_argument(
+        "--trial-process",
+        default=None,
+        metavar="fork|inline",
+        help="train each trial in a fresh forked child (fork: a fresh process's CPU peak) or in the worker's own "
+        f"process (inline); default ${ENV['trial_process']}, else "
+        + ("fork on Linux CPU, inline elsewhere" if ray else "inline"),
+    )
+    if ray:
+        p.add_argument(
+            "--reuse-workers",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"let a finished trial's Ray worker run the next one; default ${ENV['reuse_workers']} (1/0), "
+            "else yes unless CPU trials train inline",
+        )
+    p.add_argument(
+        "--mmap-threshold",
+        default=None,
+        metavar="BYTES",
+        help="glibc mmap threshold of the training process (e.g. 262144 or 256K: the resident set tracks live "
+        f"tensors, ~2x slower; 0: glibc's own); default ${ENV['mmap_threshold']}, else 0",
+    )
+
+
+def check_harness_flags(args: argparse.Namespace) -> None:
+    """Parse the typed harness flags in place (fork / inline, bytes); a bad value is a ConfigError naming it."""
+    if hasattr(args, "trial_process"):
+        args.trial_process = parse_trial_process(args.trial_process)
+    if hasattr(args, "reuse_workers"):
+        args.reuse_workers = parse_reuse_workers(args.reuse_workers)
+    if hasattr(args, "mmap_threshold"):
+        args.mmap_threshold = parse_mmap_threshold(args.mmap_threshold)
 
 
 def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -61,40 +103,15 @@ def parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds {text!r}: give integers like 0,1,2") from None
 
 
+def root_of(args: argparse.Namespace) -> Path:
+    """The experiment's results folder: `--results-dir/--name`; a name with a path in it is a ConfigError."""
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise ConfigError(f"--name {args.name!r}: give a plain folder name like grid-1")
+    return Path(args.results_dir) / args.name
+
+
 def apply_overrides(cfg: TrialConfig, overrides: list[str]) -> TrialConfig:
     return cfg.with_overrides(overrides) if overrides else cfg
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: a kill never leaves a half-written file.
-    Secret values from the environment (.env tokens) are redacted. The file gets the mode a plain `open` would
-    give it (0666 less the umask), not the temporary file's 0600."""
-    from search.envfile import redact
-
-    text = redact(text)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,15 @@ class SpecFlag:
             raise ValueError(f"SpecFlag.dest {self.dest!r}: give an argparse destination like max_steps")
 
 
+HARNESS_FLAGS = [
+    SpecFlag("trial_process", lambda s: s["harness"]["trial_process"], to_spec=parse_trial_process),
+    SpecFlag("reuse_workers", lambda s: s["harness"]["reuse_workers"], to_spec=parse_reuse_workers),
+    SpecFlag("mmap_threshold", lambda s: s["harness"]["mmap_threshold"], to_spec=parse_mmap_threshold),
+]
+"""What `grid / pareto --resume` reads back from experiment.json's `harness` (absent in older folders: then the
+flags, the environment or the defaults decide)."""
+
+
 def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> None:
     """On `--resume`, fill every flag the user did not type from `root/experiment.json`; the flags typed again
     must agree with it. `args.given` names the typed destinations (see `search.cli.given_flags`).
@@ -125,7 +151,7 @@ def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> N
     if not getattr(args, "resume", False):
         return
     try:
-        spec = json.loads((root / "experiment.json").read_text())
+        spec = json.loads((root / SPEC_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return
     given: set[str] = getattr(args, "given", set())

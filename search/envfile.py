@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SECRET_KEYS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+from trainables.results_folder import SECRET_KEYS as SECRET_KEYS  # redaction lives with the results writer
+from trainables.results_folder import redact as redact
+from trainables.results_folder import secret_values as secret_values
 
 
 def load_env(path: str | Path = ".env") -> list[str]:
@@ -24,13 +26,3 @@ def load_env(path: str | Path = ".env") -> list[str]:
             os.environ[key] = value
         keys.append(key)
     return keys
-
-
-def secret_values() -> list[str]:
-    return [v for k in SECRET_KEYS if (v := os.environ.get(k)) and len(v) >= 4]
-
-
-def redact(text: str) -> str:
-    for value in secret_values():
-        text = text.replace(value, "***")
-    return text

@@ -85,22 +85,13 @@ def _run_folder(root: Path, file: Path) -> list[Found]:
 
 
 def _grid_folder(root: Path) -> list[Found]:
-    from search import results_io
-    from trainables.trainable import read_trial_file
+    from trainables.results_folder import trials
 
-    folders: dict[str, Path] = {}
-    for base in results_io.tune_dirs(root):
-        for trial_dir in (p for p in base.iterdir() if p.is_dir()):
-            entry = read_trial_file(trial_dir)
-            if entry is not None:
-                folders[str(entry["trial_id"])] = trial_dir
-    out = []
-    for entry in results_io.collect(root):
-        trial_id = str(entry["trial_id"])
-        folder = folders.get(trial_id)
-        if folder is not None:
-            out.append(Found(trial_id, entry["config"], entry["result"], folder / "adapter"))
-    return out
+    return [
+        Found(t.trial_id, t.entry["config"], t.entry["result"], t.path / "adapter")
+        for t in trials(root)
+        if t.from_trial_file and t.entry is not None
+    ]
 
 
 def find_trials(root: str | Path) -> list[Found]:

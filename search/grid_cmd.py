@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from pathlib import Path
 from typing import Any
 
 from search.common import (
+    HARNESS_FLAGS,
     SpecFlag,
     add_data_flag,
+    add_harness_flags,
     add_set_flag,
     adopt_spec,
     apply_overrides,
+    check_harness_flags,
     parse_seeds,
     parse_tasks,
+    root_of,
 )
 from spaces.grid import GRID_IDS, TASK_MODELS, grid_config, parse_config_ids
 from trainables.config import ModelConfig, TrialConfig
@@ -55,6 +58,7 @@ def add_experiment_flags(p: argparse.ArgumentParser, default_name: str) -> None:
         help="memory budget shared by concurrent trials (default: usable device memory)",
     )
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
+    add_harness_flags(p)
 
 
 @functools.cache
@@ -111,6 +115,7 @@ GRID_FLAGS = [
     SpecFlag("seeds", lambda s: s["seeds"], _csv, parse_seeds),
     SpecFlag("max_steps", lambda s: s["max_steps"]),
     SpecFlag("overrides", lambda s: s["overrides"], list, list),
+    *HARNESS_FLAGS,
 ]
 """What `grid --resume` reads back from experiment.json."""
 
@@ -134,15 +139,10 @@ def handle(args: argparse.Namespace) -> int:
     from search.lock import folder_lock
 
     adopt_spec(args, root_of(args), GRID_FLAGS)
+    check_harness_flags(args)
     cells = build_cells(args)  # bad input is refused before anything is written, the lock file included
     spec = spec_of(args)
     order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]
     with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
         table = launch(args, cells, spec, order)
     return 0 if any(r["status"] == "completed" for r in table) or not table else 1
-
-
-def root_of(args: argparse.Namespace) -> Path:
-    if not args.name or "/" in args.name or args.name.startswith("."):
-        raise ConfigError(f"--name {args.name!r}: give a plain folder name like grid-1")
-    return Path(args.results_dir) / args.name

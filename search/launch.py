@@ -7,20 +7,27 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from search import results_io
-from search.resources import detect_device, max_concurrency, plan_trial
+from search.resources import detect_device, max_concurrency, plan_trial, resolve_harness
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
+from trainables.harness import Harness
 
 
 def predict_all(cells: list[TrialConfig], device_kind: str) -> list[float]:
-    from search.grid_cmd import predicted_mb
+    from trainables.predict import predicted_peak_mb
 
-    return [predicted_mb(c, device_kind) for c in cells]
+    return [predicted_peak_mb(c, device_kind) for c in cells]
 
 
 def resource_cells(
-    cells: list[TrialConfig], device: Any, use_memory: bool, requested_concurrency: int | None
+    cells: list[TrialConfig],
+    device: Any,
+    use_memory: bool,
+    requested_concurrency: int | None,
+    harness: Harness | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
+    """One Tune config per cell: {"trial", "threads", "memory_fraction", "forked", "harness",
+    "predicted_peak_mb", "resources"}, and how many run at once."""
     peaks = predict_all(cells, device.kind)
     smallest = min(peaks)
     if smallest > device.memory_mb:
@@ -31,13 +38,14 @@ def resource_cells(
     concurrency = max_concurrency(device, peaks, requested_concurrency)
     out = []
     for cfg, peak in zip(cells, peaks):
-        res = plan_trial(device, peak, concurrency)
+        res = plan_trial(device, peak, concurrency, harness)
         out.append(
             {
                 "trial": cfg.to_dict(),
                 "threads": res.threads,
                 "memory_fraction": res.memory_fraction,
                 "forked": res.forked,
+                "harness": harness.to_dict() if harness is not None else {},
                 "predicted_peak_mb": round(peak, 1),
                 "resources": res.ray_request(use_memory),
             }
@@ -126,7 +134,7 @@ def launch(
 ) -> list[dict[str, Any]]:
     from ray import tune
 
-    from search.grid_cmd import root_of
+    from search.common import root_of
     from search.tuner import (
         build_or_restore,
         clear_interrupted,
@@ -135,7 +143,6 @@ def launch(
         make_callbacks,
         plan_progress,
         quiet,
-        reuse_workers,
     )
 
     quiet()
@@ -145,6 +152,13 @@ def launch(
         raise ConfigError(f"--device-memory-gb {args.device_memory_gb}: must be > 0")
     root = root_of(args)
     device = detect_device(args.device_memory_gb)
+    harness = resolve_harness(
+        device,
+        getattr(args, "trial_process", None),
+        getattr(args, "reuse_workers", None),
+        getattr(args, "mmap_threshold", None),
+    )
+    spec = {**spec, "harness": harness.to_dict()}  # experiment.json says how peaks were measured
     # The predicted peaks (model classes imported, meta models built) are computed while Ray starts.
     use_memory = init_ray(device, args.ray_address, meanwhile=lambda: predict_all(cells, device.kind))
     resource_cells(cells, device, True, args.max_concurrent)  # budget check before touching the folder
@@ -166,7 +180,7 @@ def launch(
         for c in cells
         if status.get(results_io.cell_key(c.config_id or "", c.task.name, c.training.seed)) not in kept
     ]
-    prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent)
+    prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent, harness)
     print(
         f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
         f"memory budget {device.memory_mb:.0f} MB -> {root}",
@@ -181,7 +195,7 @@ def launch(
             num_samples=1,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=_dirname,
-            reuse_actors=reuse_workers(device),
+            reuse_actors=bool(harness.reuse_workers),  # resolve_harness decides it for Ray
         )
         tuner = build_or_restore(
             root,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search.common import (
+    HARNESS_FLAGS,
     SAMPLERS,
     SpecFlag,
     add_data_flag,
@@ -16,6 +17,7 @@ from search.common import (
     adopt_spec,
     apply_overrides,
     atomic_write_json,
+    check_harness_flags,
 )
 from search.grid_cmd import add_experiment_flags, root_of
 from spaces.grid import TASK_MODELS, TASK_TRAINING
@@ -133,6 +135,7 @@ PARETO_FLAGS = [
     SpecFlag("enqueue_grid", lambda s: s["enqueue_grid"]),
     SpecFlag("storage", lambda s: s["storage"]),
     SpecFlag("trials", lambda s: s["trials"], must_match=False),
+    *HARNESS_FLAGS,
 ]
 """What `pareto --resume` reads back from experiment.json (--trials given again may differ: it extends)."""
 
@@ -148,7 +151,7 @@ def _search(args: argparse.Namespace) -> int:
     from ray import tune
 
     from search import results_io
-    from search.resources import detect_device, max_concurrency
+    from search.resources import detect_device, max_concurrency, resolve_harness
     from search.searcher import build_searcher, make_sampler, make_space, make_storage, study_size
     from search.tuner import (
         clear_interrupted,
@@ -159,7 +162,6 @@ def _search(args: argparse.Namespace) -> int:
         plan_progress,
         quiet,
         restore,
-        reuse_workers,
         trial_dirname,
     )
     from spaces.pareto import grid_points, runnable_methods
@@ -168,6 +170,7 @@ def _search(args: argparse.Namespace) -> int:
 
     quiet()
     adopt_spec(args, root_of(args), PARETO_FLAGS)
+    check_harness_flags(args)
     if args.trials <= 0:
         raise ConfigError(f"--trials {args.trials}: must be >= 1")
     if args.sampler not in SAMPLERS:
@@ -178,6 +181,7 @@ def _search(args: argparse.Namespace) -> int:
     num_layers = preflight(base)
     arch = arch_for(base)
     device = detect_device(args.device_memory_gb)
+    harness = resolve_harness(device, args.trial_process, args.reuse_workers, args.mmap_threshold)
     smallest = smallest_peak_mb(arch, base, num_layers, device.kind)
     budget = args.memory_budget_mb
     if budget is not None and budget < smallest:
@@ -201,6 +205,7 @@ def _search(args: argparse.Namespace) -> int:
         "enqueue_grid": args.enqueue_grid,
         "storage": args.storage,
         "trials": args.trials,
+        "harness": harness.to_dict(),
     }
     if args.storage:
         make_storage(args.storage)  # a bad URL fails before anything is written
@@ -247,6 +252,7 @@ def _search(args: argparse.Namespace) -> int:
                 concurrency=concurrency,
                 arch=arch,
                 objectives=list(objectives),
+                harness=harness,
             ),
             objectives=objectives,
             sampler=args.sampler,
@@ -275,7 +281,7 @@ def _search(args: argparse.Namespace) -> int:
             scheduler=scheduler,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=reuse_workers(device),
+            reuse_actors=bool(harness.reuse_workers),  # resolve_harness decides it for Ray
         )
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
         plan_progress(remaining)

@@ -8,7 +8,9 @@
 - CPU only: the cores are split between concurrent trials (each trial's torch thread count = its CPU share), and
   predicted peaks must fit in the available RAM the same way. On Linux each CPU trial runs in a fresh process forked
   from a pre-imported template (`trainables.forked`): its peak is a fresh process's, its start a fraction of a
-  second; RANKBITS_TRIAL_PROCESS=inline runs it in the Ray worker's own process instead.
+  second; `--trial-process inline` (or RANKBITS_TRIAL_PROCESS=inline) runs it in the Ray worker's own process
+  instead. The choices that change what is measured are one `trainables.harness.Harness` (`resolve_harness`),
+  recorded in experiment.json and in every result.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ import sys
 from dataclasses import dataclass
 
 from trainables.errors import ConfigError
+from trainables.harness import (
+    ENV,
+    Harness,
+    default_mmap_threshold,
+    from_env,
+    parse_mmap_threshold,
+    parse_reuse_workers,
+    parse_trial_process,
+)
 
 MEMORY_RESOURCE = "device_memory_mb"
 HEADROOM = 1.25
@@ -35,20 +46,22 @@ class DeviceInfo:
 
 
 def detect_device(device_memory_gb: float | None = None) -> DeviceInfo:
+    """The device trials run on (`trainables.devices.pick_device("auto")`: mps, then cuda, then cpu) and its memory
+    budget in MB (2^20 bytes): MPS's recommended working set, 90% of the CUDA device's memory or 80% of the available
+    RAM; `device_memory_gb` (GiB) overrides it."""
     import psutil
     import torch
 
+    from trainables.devices import pick_device
+
     cpus = os.cpu_count() or 1
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    kind = pick_device("auto").type
+    if kind == "mps":
         memory = torch.mps.recommended_max_memory() / 2**20
-        kind = "mps"
-    elif torch.cuda.is_available():
+    elif kind == "cuda":
         memory = torch.cuda.get_device_properties(0).total_memory / 2**20 * 0.9
-        kind = "cuda"
     else:
         memory = psutil.virtual_memory().available / 2**20 * 0.8
-        kind = "cpu"
     if device_memory_gb is not None:
         memory = device_memory_gb * 1024
     return DeviceInfo(kind, float(memory), cpus)
@@ -72,8 +85,11 @@ class TrialResources:
         return req
 
 
-def plan_trial(device: DeviceInfo, predicted_peak_mb: float, concurrency: int) -> TrialResources:
-    """Resources of one trial given how many trials may run side by side (CPU split evenly between them)."""
+def plan_trial(
+    device: DeviceInfo, predicted_peak_mb: float, concurrency: int, harness: Harness | None = None
+) -> TrialResources:
+    """Resources of one trial given how many trials may run side by side (CPU split evenly between them);
+    `harness` says whether it trains in a forked child (None: `forked_trials(device)`)."""
     cpus = max(MIN_CPUS_PER_TRIAL, device.cpus // max(1, concurrency))
     # Requests are rounded up to 256 MB steps: trials with equal requests can reuse one Ray worker (no re-imports).
     want = min(device.memory_mb, math.ceil(predicted_peak_mb * HEADROOM / REQUEST_STEP_MB) * REQUEST_STEP_MB)
@@ -84,29 +100,65 @@ def plan_trial(device: DeviceInfo, predicted_peak_mb: float, concurrency: int) -
         recommended = torch.mps.recommended_max_memory() / 2**20
         fraction = round(min(1.0, want / recommended), 4) if recommended else None
     return TrialResources(
-        cpus=cpus, memory_mb=float(want), threads=cpus, memory_fraction=fraction, forked=forked_trials(device)
+        cpus=cpus,
+        memory_mb=float(want),
+        threads=cpus,
+        memory_fraction=fraction,
+        forked=harness.trial_process == "fork" if harness is not None else forked_trials(device),
     )
 
 
-def forked_trials(device: DeviceInfo) -> bool:
+def forked_trials(device: DeviceInfo, trial_process: str | None = None) -> bool:
     """Whether trials train in a child forked from a pre-imported template instead of the Ray worker's process.
 
-    On CPU, yes where fork is available (Linux): the peak is the process's resident-set high-water mark, which only a
-    fresh process measures the same way every time (see `trainables.forked`). MPS and CUDA peaks come from the
-    allocator's counters, and neither Metal nor CUDA survives a fork: in process. RANKBITS_TRIAL_PROCESS=fork or
-    =inline overrides the choice (fork where unavailable is an error)."""
+    `trial_process` (`--trial-process`: fork / inline), else $RANKBITS_TRIAL_PROCESS, else: on CPU, yes where fork
+    is available (Linux): the peak is the process's resident-set high-water mark, which only a fresh process
+    measures the same way every time (see `trainables.forked`). MPS and CUDA peaks come from the allocator's
+    counters, and neither Metal nor CUDA survives a fork: in process. Fork where unavailable is a ConfigError."""
     from trainables.forked import available
 
-    forced = os.environ.get("RANKBITS_TRIAL_PROCESS")
-    if forced not in (None, "", "fork", "inline"):
-        raise ConfigError(f"RANKBITS_TRIAL_PROCESS={forced!r}: use fork or inline (or leave it unset)")
-    if forced == "fork" and not available():
-        raise ConfigError(
-            f"RANKBITS_TRIAL_PROCESS=fork: no forkserver on {sys.platform}; unset it or use inline"
-        )
-    if forced:
-        return forced == "fork"
+    typed = parse_trial_process(trial_process)
+    chosen = typed or from_env("trial_process")
+    if chosen == "fork" and not available():
+        source = "--trial-process fork" if typed else f"{ENV['trial_process']}=fork"
+        raise ConfigError(f"{source}: no forkserver on {sys.platform}; use inline")
+    if chosen:
+        return chosen == "fork"
     return device.kind == "cpu" and available()
+
+
+def reuse_workers(device: DeviceInfo, trial_process: str | None = None, reuse: bool | None = None) -> bool:
+    """Whether a finished trial's Ray worker process may run the next trial (`reuse_actors`): saves the imports of
+    torch, transformers, peft and bitsandbytes and the actor start (~6.6 s a trial on a 2-core CPU).
+
+    `reuse` (`--reuse-workers / --no-reuse-workers`), else $RANKBITS_REUSE_WORKERS (1 or 0), else: on MPS and
+    CUDA, yes: peaks come from the allocator's per-phase counters. On CPU, yes when trials train in forked children
+    (`forked_trials`, the Linux default); not when they train in the worker's own process, whose resident-set
+    high-water mark depends on its history: a process that already ran a trial keeps glibc's raised mmap threshold
+    and its heap layout, and the next trial measured 20-35% lower than the same trial in a fresh process
+    (minilm-l6 SST-2, 300 steps: B-Q4 817 vs 1060 MB, B-Ada 825 vs 1275 MB, both with the oneDNN cache on)."""
+    chosen = parse_reuse_workers(reuse)
+    if chosen is None:
+        chosen = from_env("reuse_workers")
+    if chosen is not None:
+        return chosen
+    return device.kind != "cpu" or forked_trials(device, trial_process)
+
+
+def resolve_harness(
+    device: DeviceInfo,
+    trial_process: str | None = None,
+    reuse: bool | None = None,
+    mmap_threshold: str | int | None = None,
+) -> Harness:
+    """The harness of a grid or search on `device`: each setting from its flag, else its environment variable
+    (`trainables.harness.ENV`), else the default for the device. Raises ConfigError for a bad value."""
+    threshold = parse_mmap_threshold(mmap_threshold)
+    return Harness(
+        trial_process="fork" if forked_trials(device, trial_process) else "inline",
+        reuse_workers=reuse_workers(device, trial_process, reuse),
+        mmap_threshold=threshold if threshold is not None else default_mmap_threshold(),
+    )
 
 
 def max_concurrency(device: DeviceInfo, predicted_peaks_mb: list[float], requested: int | None = None) -> int:

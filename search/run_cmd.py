@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag, add_set_flag, apply_overrides
+from search.common import add_data_flag, add_harness_flags, add_set_flag, apply_overrides, check_harness_flags
 from spaces.grid import GRID_IDS, TASK_MODELS, grid_config
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
+from trainables.harness import Harness
 from trainables.trainable import RESULT_FILE, write_trial_file
 
 
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing result in --output")
     add_set_flag(p)
+    add_harness_flags(p, ray=False)
     p.set_defaults(handler=handle)
 
 
@@ -69,8 +71,24 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
     return cfg
 
 
+def run_harness(args: argparse.Namespace) -> Harness:
+    """The harness of one trial without Ray: --trial-process (else $RANKBITS_TRIAL_PROCESS, else inline) and
+    --mmap-threshold (else $RANKBITS_MMAP_THRESHOLD, else 0). Raises ConfigError for a bad value or for fork
+    where this platform has no forkserver."""
+    from trainables.forked import available
+    from trainables.harness import default_mmap_threshold, from_env
+
+    check_harness_flags(args)
+    process = args.trial_process or from_env("trial_process") or "inline"
+    if process == "fork" and not available():
+        raise ConfigError(f"--trial-process fork: no forkserver on {sys.platform}; use inline")
+    threshold = args.mmap_threshold if args.mmap_threshold is not None else default_mmap_threshold()
+    return Harness(trial_process=process, reuse_workers=None, mmap_threshold=threshold)
+
+
 def handle(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    harness = run_harness(args)
     name = (
         f"{cfg.config_id or 'custom'}-{cfg.task.name}-s{cfg.training.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -80,6 +98,7 @@ def handle(args: argparse.Namespace) -> int:
             f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite"
         )
     out.mkdir(parents=True, exist_ok=True)
+    from trainables.harness import use_mmap_threshold
     from trainables.loop import fit
 
     print(
@@ -88,7 +107,16 @@ def handle(args: argparse.Namespace) -> int:
     )
     started = time.time()
     with Bars(cfg.training.max_steps if cfg.training.epochs is None else None) as bars:
-        result = fit(cfg, progress=bars.step, adapter_dir=out / "adapter", eval_progress=bars.evaluate)
+        if harness.trial_process == "fork":  # a fresh process's peak, as in a grid on Linux CPU
+            from trainables.forked import fit_forked
+
+            result = fit_forked(
+                cfg, progress=bars.step, adapter_dir=out / "adapter", mmap_threshold=harness.mmap_threshold
+            )
+        else:
+            use_mmap_threshold(harness.mmap_threshold)
+            result = fit(cfg, progress=bars.step, adapter_dir=out / "adapter", eval_progress=bars.evaluate)
+    result.harness = harness.to_dict()
     write_trial_file(out, out.name, cfg, result, started)
     print(summary_text(cfg, result))
     return 0 if result.status.value == "completed" else 1

@@ -145,6 +145,7 @@ def space(
     concurrency: int,
     arch: Any,
     objectives: list[str] | None = None,
+    harness: Any = None,
 ) -> dict[str, Any]:
     """Ray's define-by-run function: sample, build the TrialConfig, predict its peak, decide its feasibility
     (once, unrounded: predicted peak > budget_mb), plan its resources. Returns the trial's Tune config:
@@ -168,7 +169,7 @@ def space(
         trial.set_constraint(CONSTRAINT, predicted - budget_mb)
     if cfg.config_id:
         trial.set_user_attr("config_id", cfg.config_id)
-    res = plan_trial(device, min(predicted, budget_mb or predicted), concurrency)
+    res = plan_trial(device, min(predicted, budget_mb or predicted), concurrency, harness)
     return {
         "trial": cfg.to_dict(),
         "memory_budget_mb": budget_mb,
@@ -178,6 +179,7 @@ def space(
         "threads": res.threads,
         "memory_fraction": res.memory_fraction,
         "forked": res.forked,
+        "harness": harness.to_dict() if harness is not None else {},  # trainables.harness: recorded per trial
         "resources": res.ray_request(True),
         "study_trial": trial.number,  # progress lines name trials by their study number
     }

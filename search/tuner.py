@@ -20,9 +20,9 @@ from ray.tune import Callback
 
 from search.envfile import load_env
 from search.resources import MEMORY_RESOURCE, DeviceInfo
-from search.results_io import INTERRUPTED_FILE, tune_dir, tune_dirs, write_summary
+from search.results_io import write_summary
 from trainables.errors import ConfigError
-from trainables.trainable import RESULT_FILE
+from trainables.results_folder import ERROR_FILE, INTERRUPTED_FILE, RESULT_FILE, tune_dir, tune_dirs
 
 QUIET_ENV = {
     "RAY_DEDUP_LOGS": "1",
@@ -88,22 +88,12 @@ def worker_niceness() -> int:
     return int(os.environ.get("RAY_worker_niceness", "0"))
 
 
-def reuse_workers(device: DeviceInfo) -> bool:
-    """Whether a finished trial's Ray worker process may run the next trial (`reuse_actors`): saves the imports of
-    torch, transformers, peft and bitsandbytes and the actor start (~6.6 s a trial on a 2-core CPU).
+def reuse_workers(device: DeviceInfo, trial_process: str | None = None, reuse: bool | None = None) -> bool:
+    """Whether a finished trial's Ray worker may run the next trial: `search.resources.reuse_workers` (the flag,
+    else RANKBITS_REUSE_WORKERS, else the device's default)."""
+    from search.resources import reuse_workers as decide
 
-    On MPS and CUDA, yes: peaks come from the allocator's per-phase counters. On CPU, yes when trials train in
-    forked children (`forked_trials`, the Linux default); not when they train in the worker's own process, whose
-    resident-set high-water mark depends on its history: a process that already ran a trial keeps glibc's raised
-    mmap threshold and its heap layout, and the next trial measured 20-35% lower than the same trial in a fresh
-    process (minilm-l6 SST-2, 300 steps: B-Q4 817 vs 1060 MB, B-Ada 825 vs 1275 MB, both with the oneDNN cache on).
-    RANKBITS_REUSE_WORKERS=1 (or 0) overrides the choice."""
-    from search.resources import forked_trials
-
-    forced = os.environ.get("RANKBITS_REUSE_WORKERS")
-    if forced in ("0", "1"):
-        return forced == "1"
-    return device.kind != "cpu" or forked_trials(device)
+    return decide(device, trial_process, reuse)
 
 
 def _start_ray(device: DeviceInfo, address: str | None) -> bool:
@@ -360,7 +350,7 @@ def fit_tuner(tuner: Any, root: Path, order: list[str] | None) -> None:
         trial_dir = Path(trial.path) if trial.path else None
         if trial_dir is None or not trial_dir.is_dir():
             continue  # never started
-        if not (trial_dir / RESULT_FILE).exists() and not (trial_dir / "error.txt").exists():
+        if not (trial_dir / RESULT_FILE).exists() and not (trial_dir / ERROR_FILE).exists():
             (trial_dir / INTERRUPTED_FILE).write_text("interrupted by Ctrl-C; rerun with --resume\n")
     write_summary(root, order)
     raise KeyboardInterrupt

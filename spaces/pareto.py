@@ -230,8 +230,3 @@ def grid_points(num_layers: int, methods: list[str] | None = None) -> list[dict[
         for c in GRID_IDS
         if methods is None or points[c]["method"] in methods
     ]
-
-
-def config_from_params(config: dict[str, Any]) -> TrialConfig:
-    """Rebuild a trial's TrialConfig from a Tune config holding a ready "trial" dict (used by the trainable)."""
-    return TrialConfig.from_dict(config["trial"])

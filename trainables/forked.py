@@ -63,8 +63,12 @@ def fit_forked(
     progress: ProgressFn | None = None,
     adapter_dir: str | Path | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    mmap_threshold: int | None = None,
 ) -> TrialResult:
     """`trainables.loop.fit` in a child process forked from the template; same arguments, same result.
+
+    `mmap_threshold`: glibc's mmap threshold of the child in bytes (`trainables.harness`; None: the environment's
+    default). The template's environment is the one of the first trial, so the setting travels as an argument.
 
     `stop_requested` is polled while the child trains (every `STOP_POLL_S`): once it returns true the child is killed
     and `TrialStopped` raised, so that a scheduler's stop frees the worker at once instead of at the next report."""
@@ -72,7 +76,13 @@ def fit_forked(
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(
         target=_child_main,
-        args=(cfg.to_dict(), str(adapter_dir) if adapter_dir is not None else None, os.getcwd(), send),
+        args=(
+            cfg.to_dict(),
+            str(adapter_dir) if adapter_dir is not None else None,
+            os.getcwd(),
+            send,
+            mmap_threshold,
+        ),
         name=f"rankbits-trial-{cfg.config_id or 'trial'}",
         daemon=True,
     )
@@ -118,10 +128,15 @@ def death_reason(exitcode: int | None) -> str:
     )
 
 
-def _child_main(cfg_dict: dict[str, Any], adapter_dir: str | None, cwd: str, conn: Any) -> None:
+def _child_main(
+    cfg_dict: dict[str, Any], adapter_dir: str | None, cwd: str, conn: Any, mmap_threshold: int | None = None
+) -> None:
     _die_with_parent()
     os.chdir(cwd)  # the template's working folder is the one of the trial that started it (Tune changes it)
+    from trainables.harness import use_mmap_threshold
     from trainables.loop import fit
+
+    use_mmap_threshold(mmap_threshold)  # before fit: its peak meter sets glibc's threshold from it
 
     def relay(info: dict[str, Any]) -> None:
         conn.send(("progress", info))

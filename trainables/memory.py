@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -60,32 +59,29 @@ def trim_heap() -> None:
 def release_device_memory() -> None:
     """After a trial: hand the accelerator's cached blocks back, so that a Ray worker that runs the next trial
     (reused on MPS and CUDA) starts it with the memory of the last one freed."""
+    from trainables.devices import mps_available  # the one place that says which devices are here
+
     gc.collect()
-    mps = getattr(torch, "mps", None)
-    if (
-        mps is not None
-        and getattr(torch.backends, "mps", None) is not None
-        and torch.backends.mps.is_available()
-    ):
-        mps.empty_cache()
+    if mps_available():
+        torch.mps.empty_cache()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     trim_heap()
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES = (
-    0  # 0: keep glibc defaults (fastest); e.g. 262144 tracks live memory closer, ~2x slower
-)
 
 
 def configure_allocator() -> None:
-    """glibc: serve every allocation above 256 KiB (tensors) from mmap and return it to the OS when freed.
+    """glibc, when the trial's mmap threshold (`trainables.harness`) is set: serve every allocation above it (e.g.
+    256 KiB: tensors) from mmap and return it to the OS when freed.
 
     By default glibc raises its mmap threshold after large frees and then keeps freed tensor memory in the heap, so
     the resident set ratchets up step after step and its high-water mark stops describing the trial. A fixed
     threshold keeps RSS close to the live tensors, which makes the measured peak meaningful and repeatable."""
-    threshold = int(os.environ.get("RANKBITS_MMAP_THRESHOLD", MMAP_THRESHOLD_BYTES))
+    from trainables.harness import mmap_threshold
+
+    threshold = mmap_threshold()  # --mmap-threshold, recorded with the trial; 0: glibc's own
     if not sys.platform.startswith("linux") or threshold <= 0:
         return
     try:

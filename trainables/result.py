@@ -87,6 +87,9 @@ class TrialResult:
     """WikiText-2: how the text became blocks (`trainables.config.PERPLEXITY_CONVENTIONS`): `joined` (as released,
     the common definition) or `lines` (line by line, blank lines dropped); empty for SST-2."""
     versions: dict[str, str] = field(default_factory=dict)
+    harness: dict[str, Any] = field(default_factory=dict)
+    """How the trial was run and measured (`trainables.harness.Harness.to_dict()`: trial_process, reuse_workers,
+    mmap_threshold); empty in older results and in results built without a harness."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -117,7 +120,3 @@ class TrialResult:
         kwargs["loss_curve"] = [tuple(p) for p in kwargs.get("loss_curve", [])]
         kwargs["penalty_curve"] = [tuple(p) for p in kwargs.get("penalty_curve", [])]
         return cls(**kwargs)
-
-    @property
-    def objective(self) -> float | None:
-        return self.accuracy if self.metric_name == "accuracy" else self.perplexity

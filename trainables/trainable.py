@@ -1,7 +1,7 @@
 """The Ray Tune function trainable: dict -> TrialConfig -> fit -> tune.report. The only module that imports Ray.
 
 Tune config layout: {"cell": {"trial": TrialConfig.to_dict(), "threads": int, "memory_fraction": float | None,
-"forked": bool, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for
+"forked": bool, "harness": {...}, "resources": {...}}} for the grid; {"memory_budget_mb": float | None, <sampled values>} for
 searches. Search spaces put their sampled values under other keys and `spaces.pareto` builds the "trial" dict from
 them (see `trial_dict`).
 
@@ -16,37 +16,30 @@ Tune marks it errored (and Optuna records it as failed), while the rest of the g
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from trainables.config import TrialConfig
-from trainables.errors import TrialFailed, TrialStopped
+from trainables.errors import ConfigError, TrialFailed, TrialStopped
 from trainables.records import flatten
 from trainables.result import TrialResult, TrialStatus
-
-RESULT_FILE = "trial_result.json"
+from trainables.results_folder import (
+    RESULT_FILE as RESULT_FILE,  # the folder format's owner; kept importable here
+)
+from trainables.results_folder import read_trial_file, write_trial_file
 
 
 def trial_config(config: dict[str, Any]) -> TrialConfig:
-    """The TrialConfig of a Tune config: a ready "trial" dict, or one built by a search space's builder."""
-    if "trial" in config:
-        return TrialConfig.from_dict(config["trial"])
-    from spaces.pareto import config_from_params
+    """The TrialConfig of a Tune config: its ready "trial" dict (grid cells and search spaces both build one).
 
-    return config_from_params(config)
-
-
-def write_trial_file(
-    trial_dir: str | Path, trial_id: str, cfg: TrialConfig, result: TrialResult, started: float
-) -> None:
-    from search.common import atomic_write_json
-
-    atomic_write_json(
-        Path(trial_dir) / RESULT_FILE,
-        {"trial_id": trial_id, "started": started, "config": cfg.to_dict(), "result": result.to_dict()},
-    )
+    Raises ConfigError when the config holds none."""
+    if "trial" not in config:
+        raise ConfigError(
+            f"Tune config without a 'trial' dict (keys: {', '.join(sorted(config))}); build it with "
+            "TrialConfig.to_dict() in the search space"
+        )
+    return TrialConfig.from_dict(config["trial"])
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -59,6 +52,7 @@ def train_trial(config: dict[str, Any]) -> None:
     trial_dir = storage_trial_dir(ctx)
     config = config.get("cell", config)
     cfg = trial_config(config)
+    harness = dict(config.get("harness") or {})  # trainables.harness: recorded in the result, applied below
     done = read_trial_file(trial_dir)
     if (
         done is not None
@@ -87,6 +81,7 @@ def train_trial(config: dict[str, Any]) -> None:
                 status=TrialStatus.INFEASIBLE,
                 predicted_peak_mb=round(predicted, 1),
                 error=f"predicted peak {predicted:.2f} MB is over the {budget:g} MB budget",
+                harness=harness,
                 **config.get("known", {}),  # result fields the config fixes without training
             )
             write_trial_file(trial_dir, trial_id, cfg, result, started)
@@ -114,14 +109,21 @@ def train_trial(config: dict[str, Any]) -> None:
 
         try:
             result = fit_forked(
-                cfg, progress=progress, adapter_dir=trial_dir / "adapter", stop_requested=stop_requested
+                cfg,
+                progress=progress,
+                adapter_dir=trial_dir / "adapter",
+                stop_requested=stop_requested,
+                mmap_threshold=harness.get("mmap_threshold"),
             )
         except TrialStopped:
             return  # its last report was a progress row: Tune and the searcher record it as stopped
     else:
+        from trainables.harness import use_mmap_threshold
         from trainables.loop import fit
 
+        use_mmap_threshold(harness.get("mmap_threshold"))
         result = fit(cfg, progress=progress, adapter_dir=trial_dir / "adapter")
+    result.harness = harness
     write_trial_file(trial_dir, trial_id, cfg, result, started)
     tune.report(flatten(trial_id, cfg, result) | {"train_loss": result.final_train_loss})
     if result.status is TrialStatus.FAILED:
@@ -165,13 +167,3 @@ def predicted_peak_mb(cfg: TrialConfig, device_type: str | None = None) -> float
 
     device = device_type or pick_device(cfg.training.device).type
     return predict(cfg, device)
-
-
-def read_trial_file(trial_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(trial_dir) / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

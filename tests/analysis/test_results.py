@@ -239,7 +239,8 @@ def test_a_trial_that_died_before_its_first_report_is_one_trial(
     tmp_path: Path, make_trial: Callable[..., Any], done_id: str, died_id: str
 ) -> None:
     """Its folder has params.json and error.txt, no result.json: search.results_io (the summary) and
-    load_results (Tune's folder) derive the same id from the folder name, so it is counted once."""
+    load_results (Tune's folder) read it through one owner (trainables.results_folder), so it is counted once,
+    in load_results and in the report's status table."""
     from search.results_io import write_summary
     from trainables.trainable import write_trial_file
 
@@ -260,6 +261,10 @@ def test_a_trial_that_died_before_its_first_report_is_one_trial(
     assert sorted(r["trial_id"] for r in table) == sorted([done_id, died_id])
     df = load_results(root)
     assert sorted(df["trial_id"].tolist()) == sorted([done_id, died_id])
+    from analysis.report import status_table
+
+    (status_row,) = status_table(df).to_dict("records")  # the report's status table counts it once
+    assert (status_row["trials"], status_row["completed"], status_row["failed"]) == (2, 1, 1)
     assert df["status"].value_counts().to_dict() == {
         "completed": 1,
         "failed": 1,
