@@ -5,6 +5,7 @@ trainable-parameter budget, chosen without training from the measured sensitivit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -93,7 +94,7 @@ def handle(args: argparse.Namespace) -> int:
             if budget_params <= 0:
                 raise ConfigError(f"--param-budget {budget_params}: must be > 0")
     device = args.device or detect_device(None).kind
-    settings = settings_of(args)
+    settings = dataclasses.replace(settings_of(args), by_kind=False)  # the allocation reads whole blocks
     e = dtype_bytes(resolve_compute_dtype(cfg.training.compute_dtype, device))
     if args.weight_budget_mb is not None:  # refused before minutes of measuring
         least = arch.other_bytes(e) + sum(

@@ -287,7 +287,8 @@ def _calibration(cfg: TrialConfig, tokenizer: Any, s: SensitivitySettings) -> tu
 
     raw = data.load_raw(cfg.task)
     assert s.examples is not None and s.seq_len is not None
-    td = data.prepare(raw, cfg.task, tokenizer, s.seq_len, s.examples, s.seed, None, 1, s.seq_len)
+    # SST-2: prepare draws `examples` sentences by the seed (only those are tokenized); WikiText-2: all blocks.
+    td = data.prepare(raw, cfg.task, tokenizer, s.seq_len, s.examples, s.seed, s.examples, 1, s.seq_len)
     pool = td.train
     if len(pool) < s.examples:
         raise ConfigError(
@@ -356,7 +357,8 @@ def load_or_measure(
     use_cache: bool = True,
     progress: Progress | None = None,
 ) -> tuple[SensitivityTable, bool]:
-    """(table, whether it came from the cache): the cached table for these settings, else `measure_sensitivity`
+    """(table, whether it came from the cache): the cached table for these settings (without module kinds, a
+    cached table with them serves too: its block rows are the same measurement), else `measure_sensitivity`
     (written to the cache). Raises ConfigError as `measure_sensitivity` does."""
     from trainables.devices import pick_device, resolve_compute_dtype
 
@@ -364,11 +366,14 @@ def load_or_measure(
     device = pick_device(cfg.training.device)
     compute = resolve_compute_dtype(cfg.training.compute_dtype, device.type)
     path = cache_path(cfg, cache_key(cfg, s, device.type, compute))
-    if use_cache and path.is_file():
-        try:
-            return SensitivityTable.from_dict(json.loads(path.read_text())), True
-        except (ValueError, KeyError, TypeError):
-            pass  # an unreadable or older file is measured again and replaced
+    supersets = [s] if s.by_kind else [s, dataclasses.replace(s, by_kind=True)]
+    for candidate in supersets if use_cache else []:
+        found = cache_path(cfg, cache_key(cfg, candidate, device.type, compute))
+        if found.is_file():
+            try:
+                return SensitivityTable.from_dict(json.loads(found.read_text())), True
+            except (ValueError, KeyError, TypeError):
+                pass  # an unreadable or older file is measured again and replaced
     table = measure_sensitivity(cfg, s, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -121,6 +121,13 @@ def test_other_seed_is_another_sample_and_the_cache_hits(tiny_data, monkeypatch)
     assert not cached and calls == [1]
     _, cached = load_or_measure(cfg, dataclass_replace(s, seed=1))  # another sample: another key
     assert not cached and calls == [1, 1]
+    monkeypatch.setattr("trainables.sensitivity.measure_sensitivity", measure_sensitivity)  # the real one
+    with_kinds, cached = load_or_measure(cfg, dataclass_replace(s, seed=2, by_kind=True))
+    assert not cached and with_kinds.kinds == ["attention", "mlp"]
+    monkeypatch.setattr("trainables.sensitivity.measure_sensitivity", lambda *a, **k: calls.append(1))
+    calls.clear()
+    again, cached = load_or_measure(cfg, dataclass_replace(s, seed=2))  # a table with kinds serves without
+    assert cached and calls == [] and again.kinds == ["attention", "mlp"]
     key = json.loads(next(cache_path(cfg, first.key).parent.glob("*.json")).read_text())["key"]
     assert len(key) == 64
 
