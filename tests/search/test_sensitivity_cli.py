@@ -118,3 +118,23 @@ def test_grid_critical_sensitivity_measures_end_to_end(tiny_data):
     (cell,) = build_cells(build_parser(argv).parse_args(argv))
     assert cell.quantization.critical == "sensitivity" and cell.quantization.layer_bits == {0: 8, 1: 8}
     assert len(sensitivity_cmd._RANKINGS) == 1
+
+
+def test_run_places_joint_3_by_the_measured_order(monkeypatch, tiny_data):
+    from search.run_cmd import build_config
+
+    monkeypatch.setattr(sensitivity_cmd, "sensitivity_ranking", lambda cfg: [5, 2, 0, 1, 3, 4])
+    argv = [
+        "run",
+        "--config",
+        "Joint-3",
+        "--task",
+        "sst2",
+        "--model",
+        "minilm-l6",
+        "--data-dir",
+        str(tiny_data),
+    ]
+    argv += ["--set", "quantization.critical=sensitivity"]
+    cfg = build_config(build_parser(argv).parse_args(argv))
+    assert cfg.quantization.layer_bits == {2: 8, 5: 8} and cfg.quantization.critical == "sensitivity"
