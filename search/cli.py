@@ -23,6 +23,8 @@ COMMANDS = {
         "search.plan_cmd",
         "predicted training peak by part before any download: fits, largest batch / length",
     ),
+    "sensitivity": ("search.sensitivity_cmd", "per-block damage of 4 / 8-bit weights and rank importance"),
+    "allocate": ("search.allocate_cmd", "bits / ranks per block under a budget, from measured sensitivity"),
     "export": ("search.export_cmd", "write a trial's adapter and quantized-base recipe as a loadable folder"),
     "analyze": ("analysis.cli", "tables, Pareto set, hypervolume and plots for one or more results folders"),
 }

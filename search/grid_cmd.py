@@ -20,8 +20,9 @@ from search.common import (
     parse_tasks,
     root_of,
 )
+from search.sensitivity_cmd import place_critical
 from spaces.grid import GRID_IDS, TASK_MODELS, grid_config, parse_config_ids
-from trainables.config import ModelConfig, TrialConfig
+from trainables.config import CRITICAL, ModelConfig, TrialConfig
 from trainables.errors import ConfigError
 
 
@@ -34,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0", help="comma list of seeds, e.g. 0,1,2")
     p.add_argument(
         "--max-steps", type=int, default=None, help="optimizer steps per trial (default: per task)"
+    )
+    p.add_argument(
+        "--critical",
+        choices=CRITICAL,
+        default=None,
+        help="where Joint-2 / Joint-3 put their 8-bit blocks: the fixed rule or the most sensitive blocks "
+        "(measured once per model and task, then cached; same as --set quantization.critical=...)",
     )
     add_data_flag(p)
     add_set_flag(p)
@@ -84,11 +92,14 @@ def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
         raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
     data_dir = args.data_dir or os.environ.get("RANKBITS_DATA_DIR")
     models = {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2}
+    critical = getattr(args, "critical", None)
+    overrides = list(args.overrides) + ([f"quantization.critical={critical}"] if critical else [])
     cells = []
     for config_id in configs:
         for task in tasks:
             for seed in seeds:
-                cfg = grid_config(
+                cell = functools.partial(
+                    grid_config,
                     config_id,
                     task,
                     models[task],
@@ -97,7 +108,7 @@ def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
                     data_dir=data_dir,
                     max_steps=args.max_steps,
                 )
-                cfg = apply_overrides(cfg, args.overrides)
+                cfg = place_critical(apply_overrides(cell(), overrides), cell, overrides)
                 preflight(cfg)
                 cells.append(cfg)
     return cells
@@ -116,6 +127,7 @@ GRID_FLAGS = [
     SpecFlag("max_steps", lambda s: s["max_steps"]),
     SpecFlag("overrides", lambda s: s["overrides"], list, list),
     *HARNESS_FLAGS,
+    SpecFlag("critical", lambda s: s["critical"]),
 ]
 """What `grid --resume` reads back from experiment.json."""
 
@@ -130,6 +142,8 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": parse_seeds(args.seeds),
         "max_steps": args.max_steps,
         "overrides": list(args.overrides),
+        # only when given: experiments started before the flag existed still resume
+        **({"critical": args.critical} if getattr(args, "critical", None) else {}),
     }
 
 

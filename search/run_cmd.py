@@ -5,6 +5,7 @@ final evaluation, on stderr."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
     from trainables.models import count_layers
 
     if args.config is not None:
-        cfg = grid_config(
+        cell = functools.partial(
+            grid_config,
             args.config,
             args.task,
             model,
@@ -57,6 +59,7 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
             data_dir=args.data_dir,
             max_steps=args.max_steps,
         )
+        cfg = cell()
     else:
         training = {"seed": args.seed} | ({"max_steps": args.max_steps} if args.max_steps else {})
         cfg = TrialConfig.from_dict(
@@ -67,6 +70,10 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
             }
         )
     cfg = apply_overrides(cfg, args.overrides)
+    if args.config is not None:
+        from search.sensitivity_cmd import place_critical
+
+        cfg = place_critical(cfg, cell, args.overrides)
     preflight(cfg)
     return cfg
 

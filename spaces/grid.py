@@ -15,6 +15,9 @@ studies of transformers (LLM.int8(), outlier-aware and mixed-precision work such
 layer-pruning studies) consistently find the first blocks (which turn raw embeddings into the residual stream and
 where outlier features appear) and the last blocks (which feed the head directly, with no later layer to correct
 their error) the most sensitive to weight error, while middle blocks tolerate 4 bits best.
+With `quantization.critical=sensitivity` the same number of blocks is chosen by measurement instead
+(`critical_layers(num_layers, ranking)` with the measured order of `trainables.sensitivity`): the most sensitive
+blocks, so the bytes stay those of the rule.
 
 **Joint-3's manual ranks** (`manual_ranks`): the same average rank as B-FP (8) moved towards the top of the network:
 the lower third of the blocks gets r=4, the middle third r=8, the upper third r=12 (MiniLM: 4,4,8,8,12,12). AdaLoRA's
@@ -45,10 +48,19 @@ ADALORA_LR_FACTOR = 5.0
 ADALORA_ORTH_REG = 0.1
 
 
-def critical_layers(num_layers: int) -> list[int]:
-    """First and last ceil(L/12) blocks."""
+def critical_layers(num_layers: int, ranking: list[int] | None = None) -> list[int]:
+    """First and last ceil(L/12) blocks; with `ranking` (block indices, most sensitive first, as
+    `SensitivityTable.ranking`), that many of its first blocks instead. Sorted block indices."""
     k = max(1, math.ceil(num_layers / 12))
-    return sorted(set(range(k)) | set(range(max(0, num_layers - k), num_layers)))
+    rule = sorted(set(range(k)) | set(range(max(0, num_layers - k), num_layers)))
+    if ranking is None:
+        return rule
+    if sorted(ranking) != list(range(num_layers)):
+        raise ConfigError(
+            f"sensitivity ranking {ranking} is not an order of the model's {num_layers} blocks; measure it for "
+            "this model"
+        )
+    return sorted(ranking[: len(rule)])
 
 
 def manual_ranks(num_layers: int, mean_rank: int = 8) -> dict[int, int]:
@@ -60,12 +72,18 @@ def manual_ranks(num_layers: int, mean_rank: int = 8) -> dict[int, int]:
     return out
 
 
-def mixed_bits(num_layers: int) -> dict[int, int]:
-    return {i: 8 for i in critical_layers(num_layers)}
+def mixed_bits(num_layers: int, ranking: list[int] | None = None) -> dict[int, int]:
+    return {i: 8 for i in critical_layers(num_layers, ranking)}
 
 
-def grid_overrides(config_id: str, num_layers: int) -> dict[str, dict[str, Any]]:
-    """The quantization and adapter sections that define a grid config."""
+MIXED_IDS = ("Joint-2", "Joint-3")
+"""The grid configs with 8-bit critical blocks (the ones `quantization.critical` changes)."""
+
+
+def grid_overrides(
+    config_id: str, num_layers: int, ranking: list[int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The quantization and adapter sections that define a grid config (`ranking`: see `critical_layers`)."""
     adalora = {
         "method": "adalora",
         "init_r": 12,
@@ -74,17 +92,16 @@ def grid_overrides(config_id: str, num_layers: int) -> dict[str, dict[str, Any]]
         "orth_reg_weight": ADALORA_ORTH_REG,
     }
     lora = {"method": "lora", "r": 8, "alpha": 16.0}
+    critical = "rule" if ranking is None else "sensitivity"
+    mixed = {"default_bits": 4, "layer_bits": mixed_bits(num_layers, ranking), "critical": critical}
     table: dict[str, dict[str, dict[str, Any]]] = {
         "B-FP": {"quantization": {"default_bits": 16}, "adapter": lora},
         "B-Q4": {"quantization": {"default_bits": 4, "double_quant": True}, "adapter": lora},
         "B-Ada": {"quantization": {"default_bits": 16}, "adapter": adalora},
         "Joint-1": {"quantization": {"default_bits": 4}, "adapter": adalora},
-        "Joint-2": {
-            "quantization": {"default_bits": 4, "layer_bits": mixed_bits(num_layers)},
-            "adapter": adalora,
-        },
+        "Joint-2": {"quantization": dict(mixed), "adapter": adalora},
         "Joint-3": {
-            "quantization": {"default_bits": 4, "layer_bits": mixed_bits(num_layers)},
+            "quantization": dict(mixed),
             "adapter": {**lora, "layer_ranks": manual_ranks(num_layers)},
         },
     }
@@ -101,9 +118,11 @@ def grid_config(
     seed: int = 0,
     data_dir: str | None = None,
     max_steps: int | None = None,
+    ranking: list[int] | None = None,
 ) -> TrialConfig:
-    """The TrialConfig of one grid cell (training defaults per task; `--set` overrides come after)."""
-    parts = grid_overrides(config_id, num_layers)
+    """The TrialConfig of one grid cell (training defaults per task; `--set` overrides come after). `ranking`:
+    the measured sensitivity order that places Joint-2 / Joint-3's 8-bit blocks (see `critical_layers`)."""
+    parts = grid_overrides(config_id, num_layers, ranking)
     training = dict(TASK_TRAINING[task], seed=seed)
     if parts["adapter"]["method"] == "adalora":
         training["lr"] *= ADALORA_LR_FACTOR

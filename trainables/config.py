@@ -20,6 +20,8 @@ BIT_WIDTHS = bit_widths()
 """The built-in bit widths (`trainables.precisions`); validation reads the live registry."""
 METHODS = ("lora", "adalora")
 HALF_DTYPES = ("bfloat16", "float16")
+CRITICAL = ("rule", "sensitivity")
+"""`quantization.critical` values: where the grid's Joint-2 / Joint-3 put their 8-bit blocks."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 """`training.compute_dtype` values; `trainables.devices.resolve_compute_dtype` says what `auto` means where."""
@@ -109,6 +111,10 @@ class QuantizationConfig:
     half_dtype: str = "bfloat16"
     """What 16 bits means when `training.compute_dtype` is float32: `bfloat16` (default: safest on MPS and CPU) or
     `float16`. With a 16-bit compute dtype, 16-bit blocks hold their weights in the compute dtype."""
+    critical: str = "rule"
+    """Grid configs Joint-2 / Joint-3: which blocks get 8 bits. `rule`: the first and last ceil(L/12) blocks
+    (`spaces.grid.critical_layers`); `sensitivity`: as many blocks, the most sensitive by the measured table
+    (`trainables.sensitivity`). Recorded with the trial; `layer_bits` holds the resulting bits."""
 
     def __post_init__(self) -> None:
         self.layer_bits = _int_keys(self.layer_bits, "quantization.layer_bits")
@@ -126,6 +132,10 @@ class QuantizationConfig:
         _require(
             self.half_dtype in HALF_DTYPES,
             f"quantization.half_dtype: {self.half_dtype!r}; use bfloat16 or float16",
+        )
+        _require(
+            self.critical in CRITICAL,
+            f"quantization.critical: {self.critical!r}; choose one of {', '.join(CRITICAL)}",
         )
 
     def check_method(self, method: str) -> None:
