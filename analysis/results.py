@@ -89,11 +89,13 @@ INT_COLUMNS = (
     "seq_len",
     "n_layers",
     "tune_iterations",
+    "num_classes",
 )
 """Nullable `Int64`."""
 FLOAT_COLUMNS = (
     "accuracy",
     "perplexity",
+    "macro_f1",
     "eval_loss",
     "trainable_pct",
     "peak_memory_mb",

@@ -16,12 +16,13 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from trainables.config import PERPLEXITY_CONVENTIONS, TaskConfig
 from trainables.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -183,6 +184,8 @@ class Batches:
 def collate(
     seqs: list[list[int]], labels: list[int] | None, pad_id: int, causal: bool
 ) -> dict[str, torch.Tensor]:
+    import torch  # lazy: the task registry (and so CLI help) imports this module
+
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
