@@ -10,7 +10,6 @@ common definition; see `config.PERPLEXITY_CONVENTIONS`).
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -86,26 +85,6 @@ def file_stamp(text: str) -> tuple[str, int, int]:
         return text, 0, 0
     stat = path.stat()
     return text, stat.st_mtime_ns, stat.st_size
-
-
-def read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["sentence", "label"]:
-            raise ConfigError(f"{path}: expected a GLUE TSV with header 'sentence<TAB>label', got {header!r}")
-        for line, row in enumerate(reader, start=2):
-            if len(row) < 2:
-                continue
-            label = row[1].strip()
-            if label not in ("0", "1"):  # an id past the 2-label head would fail deep inside the loss
-                raise ConfigError(
-                    f"{path}: line {line} has label {label!r}; SST-2 labels are 0 (negative) or 1 (positive)"
-                )
-            texts.append(row[0].strip())
-            labels.append(int(label))
-    return texts, labels
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -290,10 +269,11 @@ def prepare(
 
 
 def __getattr__(name: str) -> Any:
-    """Old constant names, read from the task modules (`SST2_FILES`, `WIKITEXT_FILES`, ...)."""
+    """Old names, read from the task modules (`SST2_FILES`, `WIKITEXT_FILES`, `read_sst2_tsv`, ...)."""
     sources: dict[str, Callable[[], Any]] = {
         "SST2_FILES": lambda: _task_module("sst2").FILES,
         "SST2_LABELS": lambda: _task_module("sst2").LABELS,
+        "read_sst2_tsv": lambda: _task_module("sst2").read_tsv,
         "WIKITEXT_FILES": lambda: _task_module("wikitext2").FILES,
         "WIKITEXT_TRAIN": lambda: _task_module("wikitext2").TRAIN,
     }
