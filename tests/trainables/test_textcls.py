@@ -178,33 +178,3 @@ def test_three_classes_record_macro_f1(tmp_path, tiny_data):
     assert result.status.value == "completed", result.error
     assert result.num_classes == 3 and result.label_names == ["cat", "dog", "owl"]
     assert 0 <= result.macro_f1 <= 1 and "3 classes" in result.data_note
-
-
-@pytest.mark.slow
-def test_real_sst2_through_textcls_matches_sst2_on_minilm(shared_data):
-    """Issue 14's check: SST-2's TSV read through textcls gives the sst2 task's dev accuracy (minilm-l6, 30 steps,
-    the first 200 dev sentences)."""
-    from trainables.loop import fit
-
-    def cfg(task_section):
-        return TrialConfig.from_dict(
-            {
-                "task": task_section,
-                "model": {"name": "minilm-l6"},
-                "training": {"max_steps": 30, "batch_size": 16, "lr": 1e-3, "eval_examples": 200},
-            }
-        )
-
-    sst2 = fit(cfg({"name": "sst2", "data_dir": str(shared_data)}))
-    own = fit(
-        cfg(
-            {
-                "name": "textcls",
-                "data": str(shared_data / "sst2" / "train.tsv"),
-                "eval_data": str(shared_data / "sst2" / "dev.tsv"),
-                "text_column": "sentence",
-            }
-        )
-    )
-    assert sst2.status.value == own.status.value == "completed", (sst2.error, own.error)
-    assert round(own.accuracy, 4) == round(sst2.accuracy, 4)
