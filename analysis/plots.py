@@ -60,14 +60,21 @@ class ParetoScatterData(NamedTuple):
 
 
 CHANCE_ACCURACY = {"sst2": 0.5}
-"""Accuracy of a guess per task: SST-2 is binary and near balanced (dev: 444 positive, 428 negative)."""
+"""Accuracy of a guess for results made before `num_classes` was recorded: SST-2 is binary and near balanced
+(dev: 444 positive, 428 negative)."""
 
 
 def chance_level(df: pd.DataFrame, metric: str) -> float | None:
-    """The chance value of `metric` over the tasks in `df` (see CHANCE_ACCURACY), None when there is none."""
+    """The chance value of `metric` over the trials in `df`: 1 / the number of classes (`num_classes`; for older
+    results CHANCE_ACCURACY by task), None for other metrics or when the trials disagree."""
     if metric != "accuracy" or "task" not in df.columns:
         return None
-    levels = {CHANCE_ACCURACY.get(str(t)) for t in df["task"].dropna().unique()}
+    classes = df["num_classes"] if "num_classes" in df.columns else pd.Series(pd.NA, index=df.index)
+    levels = {
+        1 / int(k) if pd.notna(k) and int(k) > 0 else CHANCE_ACCURACY.get(str(t))
+        for t, k in zip(df["task"], classes)
+        if pd.notna(t)
+    }
     return levels.pop() if len(levels) == 1 else None
 
 

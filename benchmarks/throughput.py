@@ -161,16 +161,16 @@ def load_base(cfg: Any) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from trainables import models
+    from trainables.tasks import head_of
 
     resolved = models.resolve(cfg.model)
+    head = head_of(cfg.task)
     torch.manual_seed(cfg.training.seed)
     if resolved.kind != "local":
-        return models.load_model(
-            cfg.model, cfg.task.name, models.load_tokenizer(cfg.model), cfg.training.seed
-        )
-    if cfg.task.name == "sst2":
+        return models.load_model(cfg.model, head, models.load_tokenizer(cfg.model), cfg.training.seed)
+    if not head.causal:
         return AutoModelForSequenceClassification.from_pretrained(
-            resolved.source, num_labels=2, dtype=torch.float32
+            resolved.source, num_labels=head.num_labels, dtype=torch.float32
         )
     model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=torch.float32)
     if model.config.pad_token_id is None:
@@ -184,6 +184,7 @@ def hand_model(cfg: Any, device: Any) -> Any:
 
     from trainables.models import find_blocks
     from trainables.quantize import quantize_model
+    from trainables.tasks import head_of
 
     model = load_base(cfg)
     prefix, blocks = find_blocks(model)
@@ -195,7 +196,7 @@ def hand_model(cfg: Any, device: Any) -> Any:
         lora_alpha=a.alpha,
         lora_dropout=a.dropout,
         target_modules=targets,
-        task_type=TaskType.SEQ_CLS if cfg.task.name == "sst2" else TaskType.CAUSAL_LM,
+        task_type=TaskType.CAUSAL_LM if head_of(cfg.task).causal else TaskType.SEQ_CLS,
     )
     return get_peft_model(model, lora)
 

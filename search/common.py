@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TASKS, TrialConfig
+from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.harness import ENV, parse_mmap_threshold, parse_reuse_workers, parse_trial_process
 from trainables.results_folder import SPEC_FILE
@@ -28,6 +28,74 @@ def add_data_flag(p: argparse.ArgumentParser) -> None:
         default=None,
         help="local data root (sst2/*.tsv, wikitext-2/wiki.*.tokens); default $RANKBITS_DATA_DIR, else the hub",
     )
+
+
+TASK_DATA_FLAGS = {
+    "data": "training data: a .csv / .tsv / .jsonl file (textcls), a text file (lm) or a hub dataset id",
+    "eval_data": "evaluation data file, in the format of --data",
+    "eval_fraction": "hold this share of --data out for evaluation instead of --eval-data (e.g. 0.1)",
+    "text_column": "column holding the text (default: text)",
+    "label_column": "column holding the label, textcls (default: label)",
+}
+"""Own-data flags (tasks textcls and lm): each `--flag value` is a shortcut for `--set task.flag=value`."""
+
+
+def add_task_flag(p: argparse.ArgumentParser, default: str = "sst2") -> None:
+    """`--task`, its help listing the registered tasks, and the own-data shortcut flags."""
+    from trainables.tasks import TASKS
+
+    p.add_argument(
+        "--task",
+        default=default,
+        help="task: " + "; ".join(spec.describe() for spec in TASKS.values()),
+    )
+    add_task_data_flags(p)
+
+
+def add_task_data_flags(p: argparse.ArgumentParser) -> None:
+    for name, text in TASK_DATA_FLAGS.items():
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"task_{name}",
+            default=None,
+            type=float if name == "eval_fraction" else str,
+            metavar="F" if name == "eval_fraction" else "NAME" if name.endswith("column") else "FILE",
+            help=text,
+        )
+
+
+def fold_task_data_flags(args: argparse.Namespace) -> None:
+    """Turn the own-data flags given into `task.<field>=value` assignments at the front of `args.overrides`
+    (files made absolute: trials run in other folders); once. A typed flag counts as a typed `--set`, so that
+    `--resume` compares it with the recorded run."""
+    if getattr(args, "_task_flags_folded", False):
+        return
+    args._task_flags_folded = True
+    folded = []
+    for name in TASK_DATA_FLAGS:
+        value = getattr(args, f"task_{name}", None)
+        if value is None:
+            continue
+        if name in ("data", "eval_data"):
+            from trainables.data import local_path
+
+            path = local_path(value)
+            value = str(path.resolve()) if path is not None else value
+        folded.append(f"task.{name}={value}")
+    if folded:
+        args.overrides = folded + list(getattr(args, "overrides", None) or [])
+        given = getattr(args, "given", None)
+        if isinstance(given, set):
+            given.add("overrides")
+
+
+def task_spec(name: str) -> Any:
+    """The registered spec of `--task name`; ConfigError naming the registered tasks."""
+    from trainables.tasks import TASKS, get_task
+
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return get_task(name)
 
 
 def add_set_flag(p: argparse.ArgumentParser) -> None:
@@ -93,7 +161,9 @@ def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> l
 
 
 def parse_tasks(text: str) -> list[str]:
-    return parse_csv(text, "--tasks", TASKS)
+    from trainables.tasks import task_names
+
+    return parse_csv(text, "--tasks", task_names())
 
 
 def parse_seeds(text: str) -> list[int]:

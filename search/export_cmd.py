@@ -22,8 +22,10 @@ from typing import Any
 
 from search.common import add_data_flag
 from trainables.errors import ConfigError
+from trainables.tasks import TASKS, get_task
 
-TASK_OBJECTIVE = {"sst2": "accuracy:max", "wikitext2": "perplexity:min"}
+TASK_OBJECTIVE = {name: f"{spec.metric}:{spec.direction}" for name, spec in TASKS.items()}
+"""Each registered task's default `--objective` (the old name; read from `get_task(name)`)."""
 RELATIVE_NOISE = 1e-4
 """Re-evaluating the exported (unmerged) model must give the trial's metric to 4 significant digits."""
 MERGE_TOLERANCE = 0.01
@@ -47,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--objective",
         default=None,
-        help="what 'best' means, column:direction (default: accuracy:max for SST-2, perplexity:min for WikiText-2)",
+        help="what 'best' means, column:direction (default: the task's metric, e.g. accuracy:max for SST-2, "
+        "perplexity:min for WikiText-2)",
     )
     p.add_argument("--out", required=True, help="new folder to write (must not exist or be empty)")
     p.add_argument("--merge", action="store_true", help="also write a merged 16-bit model to OUT/merged")
@@ -115,7 +118,8 @@ def find_trials(root: str | Path) -> list[Found]:
 def _objective(text: str | None, task: str) -> tuple[str, str]:
     from analysis.objectives import parse_objectives
 
-    parsed = parse_objectives(text or TASK_OBJECTIVE[task])
+    spec = get_task(task)
+    parsed = parse_objectives(text or f"{spec.metric}:{spec.direction}")
     if len(parsed) != 1:
         raise ConfigError(f"--objective {text!r}: give one column:direction, e.g. accuracy:max")
     return next(iter(parsed.items()))

@@ -13,25 +13,46 @@ from search.common import (
     add_data_flag,
     add_harness_flags,
     add_set_flag,
+    add_task_data_flags,
     adopt_spec,
     apply_overrides,
     check_harness_flags,
+    fold_task_data_flags,
     parse_seeds,
     parse_tasks,
     root_of,
 )
 from search.sensitivity_cmd import place_critical
-from spaces.grid import GRID_IDS, TASK_MODELS, grid_config, parse_config_ids
+from spaces.grid import GRID_IDS, grid_config, parse_config_ids
 from trainables.config import CRITICAL, ModelConfig, TrialConfig
 from trainables.errors import ConfigError
+from trainables.tasks import TASKS
+
+
+def model_dest(task: str) -> str:
+    """The argparse destination of `--model-<task>`."""
+    return f"model_{task}"
+
+
+def default_tasks() -> str:
+    """`--tasks` default: the registered tasks that run without your data (`TaskSpec.in_default_grid`)."""
+    return ",".join(name for name, spec in TASKS.items() if spec.in_default_grid)
+
+
+def task_models(args: argparse.Namespace) -> dict[str, str]:
+    """{task: model} from the `--model-<task>` flags (every registered task)."""
+    return {name: getattr(args, model_dest(name), spec.model) for name, spec in TASKS.items()}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grid", help="run the fixed six-config grid on Ray Tune and write the summary table")
     p.add_argument("--configs", default=",".join(GRID_IDS), help=f"comma list of {', '.join(GRID_IDS)}")
-    p.add_argument("--tasks", default="sst2,wikitext2", help="comma list of sst2, wikitext2")
-    p.add_argument("--model-sst2", default=TASK_MODELS["sst2"], help="model for SST-2")
-    p.add_argument("--model-wikitext2", default=TASK_MODELS["wikitext2"], help="model for WikiText-2")
+    p.add_argument("--tasks", default=default_tasks(), help=f"comma list of {', '.join(TASKS)}")
+    for name, spec in TASKS.items():
+        p.add_argument(
+            f"--model-{name}", dest=model_dest(name), default=spec.model, help=f"model for {spec.title}"
+        )
+    add_task_data_flags(p)
     p.add_argument("--seeds", default="0", help="comma list of seeds, e.g. 0,1,2")
     p.add_argument(
         "--max-steps", type=int, default=None, help="optimizer steps per trial (default: per task)"
@@ -85,13 +106,14 @@ def predicted_mb(cfg: TrialConfig, device_kind: str) -> float:
 def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
     from trainables.checks import preflight
 
+    fold_task_data_flags(args)
     configs = parse_config_ids(args.configs)
     tasks = parse_tasks(args.tasks)
     seeds = parse_seeds(args.seeds)
     if args.max_steps is not None and args.max_steps <= 0:
         raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
     data_dir = args.data_dir or os.environ.get("RANKBITS_DATA_DIR")
-    models = {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2}
+    models = task_models(args)
     critical = getattr(args, "critical", None)
     overrides = list(args.overrides) + ([f"quantization.critical={critical}"] if critical else [])
     cells = []
@@ -118,18 +140,22 @@ def _csv(values: list[Any]) -> str:
     return ",".join(map(str, values))
 
 
-GRID_FLAGS = [
-    SpecFlag("configs", lambda s: s["configs"], _csv, parse_config_ids),
-    SpecFlag("tasks", lambda s: s["tasks"], _csv, parse_tasks),
-    SpecFlag("model_sst2", lambda s: s["models"]["sst2"]),
-    SpecFlag("model_wikitext2", lambda s: s["models"]["wikitext2"]),
-    SpecFlag("seeds", lambda s: s["seeds"], _csv, parse_seeds),
-    SpecFlag("max_steps", lambda s: s["max_steps"]),
-    SpecFlag("overrides", lambda s: s["overrides"], list, list),
-    *HARNESS_FLAGS,
-    SpecFlag("critical", lambda s: s["critical"]),
-]
-"""What `grid --resume` reads back from experiment.json."""
+def grid_flags() -> list[SpecFlag]:
+    """What `grid --resume` reads back from experiment.json (one `--model-<task>` per registered task)."""
+    return [
+        SpecFlag("configs", lambda s: s["configs"], _csv, parse_config_ids),
+        SpecFlag("tasks", lambda s: s["tasks"], _csv, parse_tasks),
+        *[SpecFlag(model_dest(name), lambda s, n=name: s["models"][n]) for name in TASKS],
+        SpecFlag("seeds", lambda s: s["seeds"], _csv, parse_seeds),
+        SpecFlag("max_steps", lambda s: s["max_steps"]),
+        SpecFlag("overrides", lambda s: s["overrides"], list, list),
+        *HARNESS_FLAGS,
+        SpecFlag("critical", lambda s: s["critical"]),
+    ]
+
+
+GRID_FLAGS = grid_flags()
+"""`grid_flags()` for the tasks registered at import (the old name)."""
 
 
 def spec_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +164,7 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
         "kind": "grid",
         "configs": parse_config_ids(args.configs),
         "tasks": parse_tasks(args.tasks),
-        "models": {"sst2": args.model_sst2, "wikitext2": args.model_wikitext2},
+        "models": task_models(args),
         "seeds": parse_seeds(args.seeds),
         "max_steps": args.max_steps,
         "overrides": list(args.overrides),
@@ -152,7 +178,8 @@ def handle(args: argparse.Namespace) -> int:
     from search.launch import launch
     from search.lock import folder_lock
 
-    adopt_spec(args, root_of(args), GRID_FLAGS)
+    fold_task_data_flags(args)
+    adopt_spec(args, root_of(args), grid_flags())
     check_harness_flags(args)
     cells = build_cells(args)  # bad input is refused before anything is written, the lock file included
     spec = spec_of(args)

@@ -14,25 +14,29 @@ from search.common import (
     SpecFlag,
     add_data_flag,
     add_set_flag,
+    add_task_flag,
     adopt_spec,
     apply_overrides,
     atomic_write_json,
     check_harness_flags,
+    fold_task_data_flags,
+    task_spec,
 )
 from search.grid_cmd import add_experiment_flags, root_of
-from spaces.grid import TASK_MODELS, TASK_TRAINING
 from trainables.columns import objective_columns
-from trainables.config import TASKS, TrialConfig
+from trainables.config import TrialConfig
 from trainables.errors import ConfigError
+from trainables.tasks import TASKS, get_task, metric_directions
 
-TASK_METRIC = {"sst2": "accuracy", "wikitext2": "perplexity"}
+TASK_METRIC = {name: spec.metric for name, spec in TASKS.items()}
+"""The task metric of each task registered at import (the old name; read `get_task(name).metric`)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pareto", help="Optuna multi-objective search over ranks and per-layer bits (Ray Tune)"
     )
-    p.add_argument("--task", default="sst2", help=f"task: {', '.join(TASKS)}")
+    add_task_flag(p)
     p.add_argument(
         "--model", default=None, help="preset, hub id or local folder (default: the task's preset)"
     )
@@ -66,19 +70,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def parse_task_objectives(text: str | None, task: str) -> dict[str, str]:
     from analysis.objectives import parse_objectives
 
-    objectives = parse_objectives(
-        text or f"{TASK_METRIC[task]}:{'max' if task == 'sst2' else 'min'},peak_memory_mb:min"
-    )
-    wrong = {"sst2": "perplexity", "wikitext2": "accuracy"}[task]
-    if wrong in objectives:
-        raise ConfigError(f"--objectives: {wrong} is not measured on {task}; use {TASK_METRIC[task]}")
+    spec = task_spec(task)
+    objectives = parse_objectives(text or f"{spec.metric}:{spec.direction},peak_memory_mb:min")
+    for name in objectives:
+        if name in metric_directions() and name not in spec.metrics:
+            raise ConfigError(
+                f"--objectives: {name} is not measured on {task}; use {' or '.join(spec.metrics)}"
+            )
     return objectives
 
 
 def base_config(args: argparse.Namespace) -> TrialConfig:
-    if args.task not in TASKS:
-        raise ConfigError(f"unknown task {args.task!r}; choose one of {', '.join(TASKS)}")
-    training = dict(TASK_TRAINING[args.task], seed=args.seed)
+    spec = task_spec(args.task)
+    fold_task_data_flags(args)
+    training = dict(spec.training, seed=args.seed)
     if args.max_steps is not None:
         if args.max_steps <= 0:
             raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
@@ -86,7 +91,7 @@ def base_config(args: argparse.Namespace) -> TrialConfig:
     cfg = TrialConfig.from_dict(
         {
             "task": {"name": args.task, "data_dir": args.data_dir or os.environ.get("RANKBITS_DATA_DIR")},
-            "model": {"name": args.model or TASK_MODELS[args.task]},
+            "model": {"name": args.model or spec.model},
             "training": training,
         }
     )
@@ -169,6 +174,7 @@ def _search(args: argparse.Namespace) -> int:
     from trainables.memory import arch_for
 
     quiet()
+    fold_task_data_flags(args)
     adopt_spec(args, root_of(args), PARETO_FLAGS)
     check_harness_flags(args)
     if args.trials <= 0:
@@ -266,10 +272,10 @@ def _search(args: argparse.Namespace) -> int:
         if args.asha:
             from ray.tune.schedulers import ASHAScheduler
 
-            task_metric = TASK_METRIC[base.task.name]
+            spec = get_task(base.task.name)
             scheduler = ASHAScheduler(
-                metric=task_metric,
-                mode="max" if task_metric == "accuracy" else "min",
+                metric=spec.metric,
+                mode=spec.direction,
                 time_attr="steps",
                 max_t=base.training.max_steps,
                 grace_period=max(1, base.training.eval_every or 1),

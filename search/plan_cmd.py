@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag
+from search.common import add_data_flag, add_task_flag, fold_task_data_flags
 from spaces.grid import GRID_IDS, grid_config, parse_config_ids
-from trainables.config import TASKS, TrialConfig, resolve_key
+from trainables.config import TrialConfig, resolve_key
 from trainables.errors import ConfigError
 
 MB = 1024 * 1024
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plan", help="predict each grid config's training peak from the model's config (no weights, seconds)"
     )
     p.add_argument("--model", required=True, help="preset, hub id, model folder or its config.json")
-    p.add_argument("--task", default="sst2", help=f"task: {', '.join(TASKS)}")
+    add_task_flag(p)
     p.add_argument(
         "--config", dest="configs", default=",".join(GRID_IDS), help=f"comma list of {', '.join(GRID_IDS)}"
     )
@@ -192,6 +192,7 @@ def build_plan(
     """Predict every (grid config x combination of varied settings) row. Pure apart from reading the model's
     config. Raises ConfigError for an unknown task, config id, setting, or a model whose config cannot be read."""
     from trainables.predict import predict_peak
+    from trainables.tasks import TASKS
 
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: unknown task; choose one of {', '.join(TASKS)}")
@@ -202,6 +203,8 @@ def build_plan(
     model = _model_name(model)
     fixed, varied = split_variants(overrides or [])
     base = TrialConfig.from_dict({"task": {"name": task, "data_dir": data_dir}, "model": {"name": model}})
+    if fixed:  # own data (task.data=...) decides a classification head's width
+        base = base.with_overrides(fixed)
     arch = _read_arch(base)
     from trainables.checks import check_model_bounds
     from trainables.models import load_config
@@ -360,6 +363,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.measure is not None and args.measure <= 0:
         raise ConfigError(f"--measure {args.measure}: give a number of steps >= 1")
     device, budget = _device_and_budget(args)
+    fold_task_data_flags(args)
     plan = build_plan(
         args.model, args.task, parse_config_ids(args.configs), device, budget, args.overrides, args.data_dir
     )

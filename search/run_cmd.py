@@ -11,9 +11,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag, add_harness_flags, add_set_flag, apply_overrides, check_harness_flags
-from spaces.grid import GRID_IDS, TASK_MODELS, grid_config
-from trainables.config import TASKS, TrialConfig
+from search.common import (
+    add_data_flag,
+    add_harness_flags,
+    add_set_flag,
+    add_task_flag,
+    apply_overrides,
+    check_harness_flags,
+    fold_task_data_flags,
+    task_spec,
+)
+from spaces.grid import GRID_IDS, grid_config
+from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.harness import Harness
 from trainables.trainable import RESULT_FILE, write_trial_file
@@ -24,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", default=None, help=f"grid config id: {', '.join(GRID_IDS)} (default: plain settings)"
     )
-    p.add_argument("--task", default="sst2", help=f"task: {', '.join(TASKS)}")
+    add_task_flag(p)
     p.add_argument(
         "--model", default=None, help="preset, hub id or local folder (default: the task's preset)"
     )
@@ -41,9 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrialConfig:
-    if args.task not in TASKS:
-        raise ConfigError(f"unknown task {args.task!r}; choose one of {', '.join(TASKS)}")
-    model = args.model or TASK_MODELS[args.task]
+    spec = task_spec(args.task)
+    fold_task_data_flags(args)
+    model = args.model or spec.model
     from trainables.checks import preflight
     from trainables.config import ModelConfig
     from trainables.models import count_layers
@@ -168,6 +177,8 @@ def summary_text(cfg: TrialConfig, r) -> str:  # noqa: ANN001 - TrialResult
         if r.accuracy is not None
         else (f"perplexity {r.perplexity:.2f}" if r.perplexity is not None else "no metric")
     )
+    if r.macro_f1 is not None:
+        metric += f"   macro-F1 {r.macro_f1:.4f}"
     lines = [
         f"{cfg.config_id or 'custom'} | {cfg.task.name} | {cfg.model.name} | seed {cfg.training.seed} | {r.status.value}",
     ]

@@ -32,15 +32,14 @@ from typing import Any
 
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
+from trainables.tasks import TASKS, get_task
 
 GRID_IDS = ("B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2", "Joint-3")
 
-# The research grid's fixed hyperparameters, per task (batch and length fit a 16 GB laptop).
-TASK_TRAINING: dict[str, dict[str, Any]] = {
-    "sst2": {"lr": 1e-3, "batch_size": 16, "seq_len": 128, "max_steps": 300},
-    "wikitext2": {"lr": 2e-4, "batch_size": 4, "seq_len": 256, "max_steps": 200},
-}
-TASK_MODELS = {"sst2": "minilm-l6", "wikitext2": "smollm2-135m"}
+# The research grid's fixed hyperparameters and model presets per task live in each task's spec
+# (`trainables.tasks`, `TaskSpec.training` / `.model`); these are the old names, read from it at import.
+TASK_TRAINING: dict[str, dict[str, Any]] = {name: dict(spec.training) for name, spec in TASKS.items()}
+TASK_MODELS = {name: spec.model for name, spec in TASKS.items()}
 # AdaLoRA starts its singular values at zero with P, Q ~ N(0, 0.02), so its update grows far slower than LoRA's at
 # the same learning rate: at LoRA's 1e-3 it stayed at chance on SST-2 after 150 steps, at 5x it reached 0.79-0.81
 # (orthogonality weight 0.1, the AdaLoRA paper's GLUE value).
@@ -120,10 +119,10 @@ def grid_config(
     max_steps: int | None = None,
     ranking: list[int] | None = None,
 ) -> TrialConfig:
-    """The TrialConfig of one grid cell (training defaults per task; `--set` overrides come after). `ranking`:
+    """The TrialConfig of one grid cell (training defaults of the task's spec; `--set` overrides come after). `ranking`:
     the measured sensitivity order that places Joint-2 / Joint-3's 8-bit blocks (see `critical_layers`)."""
     parts = grid_overrides(config_id, num_layers, ranking)
-    training = dict(TASK_TRAINING[task], seed=seed)
+    training = dict(get_task(task).training, seed=seed)
     if parts["adapter"]["method"] == "adalora":
         training["lr"] *= ADALORA_LR_FACTOR
     if max_steps is not None:

@@ -40,7 +40,9 @@ def peft_config(cfg: AdapterConfig, targets: list[list[str]], task: str, total_s
     """The PEFT LoraConfig (with a per-module rank pattern) or AdaLoraConfig for these targets."""
     from peft import AdaLoraConfig, LoraConfig, TaskType
 
-    task_type = TaskType.SEQ_CLS if task == "sst2" else TaskType.CAUSAL_LM
+    from trainables.tasks import spec_of
+
+    task_type = TaskType.CAUSAL_LM if spec_of(task).head_kind == "causal_lm" else TaskType.SEQ_CLS
     if cfg.method == "adalora":
         tinit, tfinal, delta = cfg.schedule(total_steps)
         return AdaLoraConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables import adapters, data, models
+from trainables import adapters, models
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
 from trainables.loop import pick_device, total_steps
@@ -17,10 +17,14 @@ PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
 
 def preflight(cfg: TrialConfig) -> int:
     """Raise ConfigError for a model that cannot be found, layer maps naming layers the model lacks, a sequence
-    length above the model's positions, an SST-2 head with another number of labels, a data folder missing files,
+    length above the model's positions, a classification head with another number of labels than the task's,
+    task data that cannot be read (`TaskSpec.check_data`: a data folder missing files, a bad own-data file),
     adapter.target_modules matching no linear layer of the blocks, or an AdaLoRA schedule that does not fit the
     steps. Returns the model's layer count."""
+    from trainables.tasks import get_task
+
     pick_device(cfg.training.device)
+    get_task(cfg.task.name).check_data(cfg.task)  # before the model: the head may need the data's classes
     config = models.load_config(cfg.model)
     n = models.num_layers_of(config)
     cfg.quantization.bits_per_layer(n)
@@ -32,9 +36,6 @@ def preflight(cfg: TrialConfig) -> int:
     check_model_bounds(cfg, config)
     if cfg.adapter.target_modules is not None:
         check_target_modules(cfg)
-    root = data.data_root(cfg.task)
-    if root is not None:
-        data.check_local(root, cfg.task.name)
     if cfg.adapter.method == "adalora" and cfg.training.epochs is None:
         cfg.adapter.schedule(total_steps(cfg, 0))
     return n
@@ -59,8 +60,9 @@ def position_limit(config: Any) -> tuple[str, int, bool] | None:
 
 def check_model_bounds(cfg: TrialConfig, config: Any) -> None:
     """ConfigError naming the setting, its value and the model's limit, for settings the model config bounds:
-    `training.seq_len` (SST-2 truncation length, WikiText-2 block length, in tokens) against the positions, and
-    for SST-2 a checkpoint whose classification head has other than 2 labels. (Layer maps are checked against the
+    `training.seq_len` (classification truncation length, language-model block length, in tokens) against the
+    positions, and for a classification task a checkpoint whose classification head has another number of labels
+    than the task's classes. (Layer maps are checked against the
     layer count by the config classes.)
 
     Rotary models are refused too, not warned about: past their trained context the perplexity they give is not
@@ -76,10 +78,17 @@ def check_model_bounds(cfg: TrialConfig, config: Any) -> None:
     heads = [
         a for a in (getattr(config, "architectures", None) or []) if a.endswith("ForSequenceClassification")
     ]
-    if cfg.task.name == "sst2" and heads and config.num_labels != 2:
+    if not heads:
+        return
+    from trainables.tasks import get_task, head_of
+
+    head = head_of(cfg.task)
+    if not head.causal and config.num_labels != head.num_labels:
+        title = get_task(cfg.task.name).title
         raise ConfigError(
-            f"model {cfg.model.name!r}: its {heads[0]} head has {config.num_labels} labels, SST-2 needs 2; "
-            "use the base model (without the classification head) or a 2-label checkpoint"
+            f"model {cfg.model.name!r}: its {heads[0]} head has {config.num_labels} labels, {title} needs "
+            f"{head.num_labels}; use the base model (without the classification head) or a "
+            f"{head.num_labels}-label checkpoint"
         )
 
 
@@ -88,6 +97,6 @@ def check_target_modules(cfg: TrialConfig) -> None:
     device: no weights loaded), listing the names there are."""
     from trainables.quantize import is_linear_like
 
-    prefix, blocks = models.find_blocks(models.meta_model(cfg.model, cfg.task.name))
+    prefix, blocks = models.find_blocks(models.meta_model(cfg.model, cfg.task))
     names = [[n for n, m in block.named_modules() if n and is_linear_like(m)] for block in blocks]
     adapters.target_names(prefix, names, cfg.adapter)

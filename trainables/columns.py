@@ -206,6 +206,8 @@ for _column in (
     Column("error", "string"),
     Column("accuracy", direction="max", high=1.0, label="accuracy", digits=3, short="acc"),
     Column("perplexity", direction="min", label="perplexity", digits=2, short="ppl"),
+    Column("macro_f1", direction="max", high=1.0, label="macro-F1", digits=3),
+    Column("num_classes", "Int64"),
     Column("eval_loss", direction="min", label="eval loss", digits=4),
     Column("trainable_params", "Int64", direction="min", label="trainable parameters", known=True,
            blank_when_partial=True),

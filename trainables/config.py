@@ -15,7 +15,6 @@ from typing import Any
 from trainables.errors import ConfigError
 from trainables.precisions import PRECISIONS, bit_widths
 
-TASKS = ("sst2", "wikitext2")
 BIT_WIDTHS = bit_widths()
 """The built-in bit widths (`trainables.precisions`); validation reads the live registry."""
 METHODS = ("lora", "adalora")
@@ -60,20 +59,40 @@ def _int_keys(mapping: dict[Any, Any] | None, name: str) -> dict[int, int]:
 @dataclass
 class TaskConfig:
     name: str = "sst2"
-    """`sst2` (sentence classification, accuracy) or `wikitext2` (language modelling, perplexity)."""
+    """A registered task (`trainables.tasks.TASKS`): `sst2` (sentence classification, accuracy), `wikitext2`
+    (language modelling, perplexity), `textcls` (your classification data, accuracy) or `lm` (your text,
+    perplexity)."""
     data_dir: str | None = None
     """Local data root holding `sst2/{train,dev}.tsv` and `wikitext-2/wiki.*.tokens`; None: `RANKBITS_DATA_DIR`
     if set, else the Hugging Face hub."""
     train_examples: int | None = None
-    """Use only the first N training examples (SST-2) or blocks (WikiText-2); None: all."""
+    """Use only the first N training examples (classification) or blocks (language modelling); None: all."""
     perplexity_convention: str = "joined"
-    """WikiText-2: how the text becomes training and evaluation blocks, `joined` or `lines` (see
+    """Language modelling: how the text becomes training and evaluation blocks, `joined` or `lines` (see
     `PERPLEXITY_CONVENTIONS`); every result names it."""
+    data: str | None = None
+    """textcls / lm: the training data: a `.csv`, `.tsv` or `.jsonl` file (textcls), a plain-text file (lm), or a
+    Hugging Face hub dataset id (both). A path that exists is stored absolute (trials run in other folders)."""
+    eval_data: str | None = None
+    """textcls / lm: a file with the evaluation data, in the format of `data`."""
+    eval_fraction: float | None = None
+    """textcls / lm: hold this share of `data` out for evaluation instead of `eval_data` (textcls: a random
+    subset drawn with a fixed seed, the same for every training seed; lm: the end of the text)."""
+    text_column: str = "text"
+    """textcls / lm (hub, tables): the column holding the text."""
+    label_column: str = "label"
+    """textcls: the column holding the label (any strings or integers; ids are the labels sorted, numerically
+    when all are integers)."""
+    dataset_config: str | None = None
+    """Hub dataset: its configuration name (the second argument of `datasets.load_dataset`)."""
+    eval_split: str | None = None
+    """Hub dataset: the evaluation split when neither `eval_data` nor `eval_fraction` is given; None:
+    `validation`."""
 
     def __post_init__(self) -> None:
-        _require(
-            self.name in TASKS, f"task.name: unknown task {self.name!r}; choose one of {', '.join(TASKS)}"
-        )
+        from trainables.tasks import get_task
+
+        spec = get_task(self.name)
         _require(
             self.train_examples is None or self.train_examples > 0,
             f"task.train_examples: {self.train_examples} must be a positive number or None (all)",
@@ -83,6 +102,7 @@ class TaskConfig:
             f"task.perplexity_convention: {self.perplexity_convention!r}; choose one of "
             f"{', '.join(PERPLEXITY_CONVENTIONS)}",
         )
+        spec.validate(self)
 
 
 @dataclass
@@ -506,3 +526,13 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             value = list(value)
     _require(bool(ok), f"{where}: {value!r} has the wrong type ({type(value).__name__}); expected {base}")
     return value
+
+
+def __getattr__(name: str) -> Any:
+    """`TASKS`: the registered task names (`trainables.tasks.TASKS`), read when asked (the registry imports this
+    module, so it cannot be read at import time)."""
+    if name == "TASKS":
+        from trainables.tasks import task_names
+
+        return task_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,34 +1,27 @@
-"""SST-2 and WikiText-2: hub datasets or local files -> tokenized, batched tensors.
+"""Task data plumbing shared by every task: local roots and files, hub loading, tokenizing, blocks, batches.
 
-Local layout (as in `../shared/data`): `<root>/sst2/{train,dev}.tsv` (GLUE TSV, header `sentence<TAB>label`) and
-`<root>/wikitext-2/wiki.{train,valid,test}.tokens` (the tokenized WikiText-2 v1 release). The root comes from
-`task.data_dir`, else `RANKBITS_DATA_DIR`; with neither, the Hugging Face hub is used (`nyu-mll/glue` sst2,
-`Salesforce/wikitext` wikitext-2-v1).
-
-When the WikiText-2 train split is missing (the offline case), the model is fine-tuned on the validation split and
-evaluated on the test split, and `data_note` says so. WikiText-2 becomes blocks by `task.perplexity_convention`
-(default `joined`: the text as released, the common definition; see `config.PERPLEXITY_CONVENTIONS`).
+What each task reads lives in its module under `trainables/tasks/` (`sst2.py`: `<root>/sst2/{train,dev}.tsv`,
+`wikitext2.py`: `<root>/wikitext-2/wiki.*.tokens`, `textcls.py` / `lm.py`: the user's files or hub dataset). The
+root of the shipped tasks' files comes from `task.data_dir`, else `RANKBITS_DATA_DIR`; with neither, the Hugging
+Face hub is used. `load_raw`, `prepare` and `check_local` dispatch to the task's spec (`trainables.tasks`).
+Language-model text becomes blocks by `task.perplexity_convention` (default `joined`: the text as released, the
+common definition; see `config.PERPLEXITY_CONVENTIONS`).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from trainables.config import PERPLEXITY_CONVENTIONS, TaskConfig
 from trainables.errors import ConfigError
 
-SST2_FILES = ("sst2/train.tsv", "sst2/dev.tsv")
-WIKITEXT_FILES = ("wikitext-2/wiki.valid.tokens", "wikitext-2/wiki.test.tokens")
-WIKITEXT_TRAIN = "wikitext-2/wiki.train.tokens"
-SST2_LABELS = ("0", "1")
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -41,6 +34,8 @@ class RawTask:
     eval_labels: list[int] | None
     data_note: str
     source: str
+    label_names: list[str] | None = None
+    """Classification: the class names in label-id order (id i is `label_names[i]`); None for a language model."""
 
 
 def data_root(cfg: TaskConfig) -> Path | None:
@@ -48,9 +43,8 @@ def data_root(cfg: TaskConfig) -> Path | None:
     return Path(root).expanduser() if root else None
 
 
-def check_local(root: Path, task: str) -> None:
-    """ConfigError naming every missing file, before any training starts."""
-    needed = SST2_FILES if task == "sst2" else WIKITEXT_FILES
+def check_files(root: Path, needed: tuple[str, ...], task: str) -> None:
+    """ConfigError naming every one of `needed` (paths relative to `root`) that is missing, before any training."""
     if not root.is_dir():
         raise ConfigError(
             f"data dir {str(root)!r} does not exist; point --data-dir at a folder holding {', '.join(needed)}"
@@ -63,74 +57,73 @@ def check_local(root: Path, task: str) -> None:
         )
 
 
-def read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["sentence", "label"]:
-            raise ConfigError(f"{path}: expected a GLUE TSV with header 'sentence<TAB>label', got {header!r}")
-        for line, row in enumerate(reader, start=2):
-            if len(row) < 2:
-                continue
-            label = row[1].strip()
-            if label not in SST2_LABELS:  # an id past the 2-label head would fail deep inside the loss
-                raise ConfigError(
-                    f"{path}: line {line} has label {label!r}; SST-2 labels are 0 (negative) or 1 (positive)"
-                )
-            texts.append(row[0].strip())
-            labels.append(int(label))
-    return texts, labels
+def check_local(root: Path, task: str) -> None:
+    """`check_files` with the files task `task` needs under a local root."""
+    from trainables.tasks import get_task
+
+    check_files(root, get_task(task).local_files, task)
 
 
-def load_raw(cfg: TaskConfig) -> RawTask:
-    root = data_root(cfg)
-    if root is not None:
-        check_local(root, cfg.name)
-        if cfg.name == "sst2":
-            tr, trl = read_sst2_tsv(root / SST2_FILES[0])
-            ev, evl = read_sst2_tsv(root / SST2_FILES[1])
-            return RawTask(tr, trl, ev, evl, "SST-2 train / dev (local GLUE TSV)", str(root))
-        wiki = root / "wikitext-2"
-        test = (wiki / "wiki.test.tokens").read_text(encoding="utf-8")
-        if (root / WIKITEXT_TRAIN).is_file():
-            train = (root / WIKITEXT_TRAIN).read_text(encoding="utf-8")
-            note = "WikiText-2 v1: fine-tuned on train, perplexity on test"
-        else:
-            train = (wiki / "wiki.valid.tokens").read_text(encoding="utf-8")
-            note = "WikiText-2 v1 (train split absent): fine-tuned on valid, perplexity on test"
-        return RawTask([train], None, [test], None, note, str(root))
-    return _load_hub(cfg)
+LOCAL_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".txt", ".tokens", ".raw", ".text")
+"""File endings that mark `task.data` as a local file even when it does not exist (then: not found)."""
 
 
-def _load_hub(cfg: TaskConfig) -> RawTask:
+def local_path(text: str) -> Path | None:
+    """`text` as a local path when it names one (it exists, starts with `.`, `/` or `~`, or ends in one of
+    `LOCAL_SUFFIXES`); None when it reads as a Hugging Face hub dataset id (`owner/name`)."""
+    path = Path(text).expanduser()
+    if path.exists() or text.startswith((".", "/", "~")) or path.suffix.lower() in LOCAL_SUFFIXES:
+        return path
+    return None
+
+
+def file_stamp(text: str) -> tuple[str, int, int]:
+    """(text, modification time in ns, size in bytes) of a local file, (text, 0, 0) for anything else: a cache
+    key that changes when the file does."""
+    path = local_path(text)
+    if path is None or not path.is_file():
+        return text, 0, 0
+    stat = path.stat()
+    return text, stat.st_mtime_ns, stat.st_size
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The UTF-8 text of `path`; ConfigError (naming `what`, e.g. `task.data`) when it is missing, not a file,
+    not UTF-8 or holds only whitespace."""
+    if not path.is_file():
+        raise ConfigError(f"{what}: {str(path)!r} not found; give an existing file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what}: {str(path)!r} is not UTF-8 text (byte {exc.start}); convert it to UTF-8"
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"{what}: {str(path)!r} is empty; give a file with text")
+    return text
+
+
+def hub_dataset(task: str, *args: Any, **kwargs: Any) -> Any:
+    """`datasets.load_dataset(*args, **kwargs)`; any failure becomes one ConfigError line naming the task."""
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a core dependency
         raise ConfigError("the hub data path needs the `datasets` package: pip install datasets") from exc
-    hint = "the hub cannot be reached; pass --data-dir (or RANKBITS_DATA_DIR) with a local copy (see ../shared/data/README.md)"
     try:
-        if cfg.name == "sst2":
-            ds = datasets.load_dataset("nyu-mll/glue", "sst2")
-            return RawTask(
-                list(ds["train"]["sentence"]),
-                list(ds["train"]["label"]),
-                list(ds["validation"]["sentence"]),
-                list(ds["validation"]["label"]),
-                "SST-2 train / validation (hub)",
-                "hub:nyu-mll/glue",
-            )
-        ds = datasets.load_dataset("Salesforce/wikitext", "wikitext-2-v1")
-        return RawTask(
-            ["".join(ds["train"]["text"])],
-            None,
-            ["".join(ds["test"]["text"])],
-            None,
-            "WikiText-2 v1: fine-tuned on train, perplexity on test (hub)",
-            "hub:Salesforce/wikitext",
-        )
+        return datasets.load_dataset(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear line
-        raise ConfigError(f"task {cfg.name}: {hint} ({exc.__class__.__name__})") from exc
+        hint = (
+            "the hub cannot be reached; pass --data-dir (or RANKBITS_DATA_DIR) with a local copy "
+            "(see ../shared/data/README.md)"
+        )
+        raise ConfigError(f"task {task}: {hint} ({exc.__class__.__name__})") from exc
+
+
+def load_raw(cfg: TaskConfig) -> RawTask:
+    """The task's untokenized data (`TaskSpec.load_raw`)."""
+    from trainables.tasks import get_task
+
+    return get_task(cfg.name).load_raw(cfg)
 
 
 # --- tokenized data -----------------------------------------------------------------------------------------
@@ -170,6 +163,8 @@ class Batches:
 def collate(
     seqs: list[list[int]], labels: list[int] | None, pad_id: int, causal: bool
 ) -> dict[str, torch.Tensor]:
+    import torch  # lazy: the task registry (and so CLI help) imports this module
+
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -191,13 +186,20 @@ class TaskData:
     eval_labels: list[int] | None
     data_note: str
     source: str
+    label_names: list[str] | None = None
+    """Classification: class names in label-id order; None for a language model."""
 
 
-def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]:
+def pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_len: int) -> list[list[int]]:
+    """Token ids of each text (special tokens added), truncated to `max_len`."""
     return tokenizer(texts, truncation=True, max_length=max_len, add_special_tokens=True)["input_ids"]
 
 
-def _blocks(
+def blocks(
     tokenizer: Any, text: str, seq_len: int, limit_tokens: int | None = None, convention: str = "joined"
 ) -> list[list[int]]:
     """Token ids of `text` cut into non-overlapping blocks of `seq_len` tokens (the last partial block dropped),
@@ -214,6 +216,10 @@ def _blocks(
     if limit_tokens is not None:
         ids = ids[: max(seq_len, limit_tokens - limit_tokens % seq_len)]
     return [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+
+
+_tokenize = tokenize
+_blocks = blocks
 
 
 def _joined_ids(tokenizer: Any, text: str, need: int | None) -> list[int]:
@@ -253,29 +259,30 @@ def prepare(
     eval_examples: int | None,
     eval_tokens: int,
 ) -> TaskData:
-    """Tokenize what the run will use: a seeded subset of SST-2 training sentences, WikiText blocks, eval data."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if task.name == "sst2":
-        assert raw.train_labels is not None and raw.eval_labels is not None
-        order = list(range(len(raw.train_texts)))
-        random.Random(seed).shuffle(order)
-        if task.train_examples is not None:
-            order = order[: task.train_examples]
-        if examples_needed is not None:
-            order = order[:examples_needed]
-        train_ids = _tokenize(tokenizer, [raw.train_texts[i] for i in order], seq_len)
-        train = Batches(train_ids, [raw.train_labels[i] for i in order], pad, batch_size, seed, causal=False)
-        n_eval = eval_examples or len(raw.eval_texts)
-        eval_ids = _tokenize(tokenizer, raw.eval_texts[:n_eval], seq_len)
-        return TaskData(train, eval_ids, raw.eval_labels[:n_eval], raw.data_note, raw.source)
-    convention = task.perplexity_convention
-    blocks = _blocks(tokenizer, raw.train_texts[0], seq_len, convention=convention)
-    if task.train_examples is not None:
-        blocks = blocks[: task.train_examples]
-    if not blocks:
-        raise ConfigError(f"task wikitext2: training text is shorter than one block of {seq_len} tokens")
-    train = Batches(blocks, None, pad, batch_size, seed, causal=True)
-    eval_blocks = _blocks(
-        tokenizer, raw.eval_texts[0], seq_len, limit_tokens=eval_tokens, convention=convention
+    """Tokenize what the run will use (`TaskSpec.prepare`: a seeded subset of the training sentences of a
+    classification task, the blocks of a language-model task, and the evaluation data)."""
+    from trainables.tasks import get_task
+
+    return get_task(task.name).prepare(
+        raw, task, tokenizer, seq_len, batch_size, seed, examples_needed, eval_examples, eval_tokens
     )
-    return TaskData(train, eval_blocks, None, raw.data_note, raw.source)
+
+
+def __getattr__(name: str) -> Any:
+    """Old names, read from the task modules (`SST2_FILES`, `WIKITEXT_FILES`, `read_sst2_tsv`, ...)."""
+    sources: dict[str, Callable[[], Any]] = {
+        "SST2_FILES": lambda: _task_module("sst2").FILES,
+        "SST2_LABELS": lambda: _task_module("sst2").LABELS,
+        "read_sst2_tsv": lambda: _task_module("sst2").read_tsv,
+        "WIKITEXT_FILES": lambda: _task_module("wikitext2").FILES,
+        "WIKITEXT_TRAIN": lambda: _task_module("wikitext2").TRAIN,
+    }
+    if name in sources:
+        return sources[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _task_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"trainables.tasks.{name}")

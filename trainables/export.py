@@ -80,7 +80,9 @@ class ExportRecord:
 
     @property
     def metric_name(self) -> str:
-        return "accuracy" if self.task == "sst2" else "perplexity"
+        from trainables.tasks import get_task
+
+        return get_task(self.task).metric
 
     @property
     def metric(self) -> float | None:
@@ -229,7 +231,7 @@ def rebuild_base(record: ExportRecord, device: Any) -> tuple[Any, Any]:
     dtype = torch_dtype(record.compute_dtype)
     tokenizer = models.load_tokenizer(cfg.model)
     load_dtype = base_load_dtype(record.bits_per_layer, cfg.quantization, dtype)  # as loop.prepare loads
-    model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
+    model = models.load_model(cfg.model, _head(record), tokenizer, seed=cfg.training.seed, dtype=load_dtype)
     _, blocks = models.find_blocks(model)
     if len(blocks) != len(record.bits_per_layer):
         raise ConfigError(
@@ -240,6 +242,18 @@ def rebuild_base(record: ExportRecord, device: Any) -> tuple[Any, Any]:
     qcfg.layer_bits = dict(enumerate(record.bits_per_layer))
     quantize_model(model, blocks, qcfg, device, dtype)
     return model, tokenizer
+
+
+def _head(record: ExportRecord) -> Any:
+    """The head the trial trained: its task's kind with the classes its result recorded (a classification task
+    reading your data need not find that data again to rebuild the model)."""
+    from trainables.tasks import Head, get_task, head_of
+
+    spec = get_task(record.task)
+    classes = record.result.get("num_classes")
+    if spec.head_kind == "classification" and classes:
+        return Head(spec.head_kind, int(classes))
+    return head_of(record.trial_config.task)
 
 
 def load_exported(folder: str | Path, device: str = "auto", trainable: bool = False) -> tuple[Any, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from trainables import adapters, data, metrics, models
+from trainables import adapters, data, models
 from trainables.config import TrialConfig
 from trainables.devices import pick_device, resolve_compute_dtype, torch_dtype
 from trainables.divergence import divergence_reason, final_window
@@ -28,6 +28,7 @@ from trainables.predict import predicted_peak_mb
 from trainables.quantize import base_load_dtype, quantize_model
 from trainables.quiet import quiet_libraries
 from trainables.result import TrialResult, TrialStatus
+from trainables.tasks import Head, Scores, get_task
 
 ProgressFn = Callable[[dict[str, Any]], None]
 EvalProgressFn = Callable[[int, int], None]
@@ -109,11 +110,14 @@ def prepare(cfg: TrialConfig) -> Prepared:
         compute_dtype=compute,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
     )
+    spec = get_task(cfg.task.name)
     tokenizer = models.load_tokenizer(cfg.model)
-    raw = data.load_raw(cfg.task)
-    # Only the SST-2 sentences the run will see are tokenized (epochs need them all).
+    raw = spec.load_raw(cfg.task)
+    # the head: a classification task's classes as its data holds them
+    head = Head(spec.head_kind, len(raw.label_names)) if raw.label_names else spec.head(cfg.task)
+    # Only the classification sentences the run will see are tokenized (epochs need them all).
     needed = None if cfg.training.epochs is not None else cfg.training.max_steps * cfg.training.batch_size
-    task_data = data.prepare(
+    task_data = spec.prepare(
         raw,
         cfg.task,
         tokenizer,
@@ -126,6 +130,8 @@ def prepare(cfg: TrialConfig) -> Prepared:
     )
     del raw
     result.data_note = task_data.data_note
+    if task_data.label_names is not None:
+        result.num_classes, result.label_names = len(task_data.label_names), list(task_data.label_names)
     steps = total_steps(cfg, len(task_data.train))
 
     # The module tree on the meta device: the memory prediction, and every import loading needs, before the baseline.
@@ -139,7 +145,7 @@ def prepare(cfg: TrialConfig) -> Prepared:
     # Load in the compute dtype unless a block keeps float32 weights (then float32, cast after quantizing).
     bits = cfg.quantization.bits_per_layer(models.count_layers(cfg.model))
     load_dtype = base_load_dtype(bits, cfg.quantization, dtype)
-    model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
+    model = models.load_model(cfg.model, head, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
     prefix, blocks = models.find_blocks(model)
     report = quantize_model(model, blocks, cfg.quantization, device, dtype)
     if cfg.training.gradient_checkpointing:
@@ -274,60 +280,30 @@ def train(p: Prepared, progress: ProgressFn | None = None) -> None:
 
 
 def evaluate(p: Prepared, eval_progress: EvalProgressFn | None = None) -> None:
-    """The final evaluation: the task metric and loss into the result."""
+    """The final evaluation: the task's metrics (`TaskSpec.metrics`, result fields) and loss into the result."""
     start = time.perf_counter()
-    value, loss = score(p, eval_progress)
-    if p.cfg.task.name == "sst2":
-        p.result.accuracy = value
-    else:
-        p.result.perplexity = value
-    p.result.eval_loss = loss
+    scores = score_all(p, eval_progress)
+    setattr(p.result, get_task(p.cfg.task.name).metric, scores.value)
+    for name, value in scores.extra.items():
+        setattr(p.result, name, value)
+    p.result.eval_loss = scores.loss
     p.result.eval_time_s = round(time.perf_counter() - start, 3)
 
 
 @torch.no_grad()
+def score_all(p: Prepared, eval_progress: EvalProgressFn | None = None) -> Scores:
+    """The task's evaluation (`TaskSpec.score`) of the model on the evaluation data: its metric, mean task loss
+    and further metrics; leaves the model in eval mode. `eval_progress(examples done, examples in all)` is called
+    after each batch."""
+    p.model.eval()
+    spec = get_task(p.cfg.task.name)
+    return spec.score(p.model, p.task_data, p.cfg.training.eval_batch_size, p.device, eval_progress)
+
+
 def score(p: Prepared, eval_progress: EvalProgressFn | None = None) -> tuple[float, float]:
-    """(accuracy or perplexity, mean task loss) on the evaluation data; leaves the model in eval mode.
-    `eval_progress(examples done, examples in all)` is called after each batch."""
-    model, td = p.model, p.task_data
-    model.eval()
-    bs = p.cfg.training.eval_batch_size
-    pad = td.train.pad_id
-    if p.cfg.task.name == "sst2":
-        if td.eval_labels is None:
-            raise TrialFailed("SST-2 evaluation data has no labels")
-        preds: list[int] = []
-        loss_sum = 0.0
-        for i in range(0, len(td.eval_ids), bs):
-            batch = _to(
-                data.collate(td.eval_ids[i : i + bs], td.eval_labels[i : i + bs], pad, causal=False), p.device
-            )
-            labels = batch.pop("labels")  # the task loss alone (AdaLoRA adds its regulariser to a model loss)
-            logits = model(**batch).logits.float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            preds.extend(logits.argmax(-1).tolist())
-            if eval_progress is not None:
-                eval_progress(len(preds), len(td.eval_ids))
-        return metrics.accuracy(preds, td.eval_labels), loss_sum / max(1, len(td.eval_labels))
-    nll_sums: list[float] = []
-    counts: list[int] = []
-    for i in range(0, len(td.eval_ids), bs):
-        batch = _to(data.collate(td.eval_ids[i : i + bs], None, pad, causal=True), p.device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        shift_logits = logits[:, :-1].float()
-        shift_labels = batch["labels"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)),
-            shift_labels.reshape(-1),
-            reduction="none",
-            ignore_index=-100,
-        ).view(shift_labels.shape)
-        valid = shift_labels != -100
-        nll_sums.extend((nll * valid).sum(1).tolist())
-        counts.extend(valid.sum(1).tolist())
-        if eval_progress is not None:
-            eval_progress(len(counts), len(td.eval_ids))
-    return metrics.perplexity(nll_sums, counts), sum(nll_sums) / max(1, sum(counts))
+    """(the task metric, e.g. accuracy or perplexity, mean task loss) of `score_all`."""
+    scores = score_all(p, eval_progress)
+    return scores.value, scores.loss
 
 
 def save_adapter(p: Prepared, folder: str | Path) -> None:

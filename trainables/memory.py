@@ -281,10 +281,12 @@ def arch_from_model(model: nn.Module, causal: bool) -> ArchSpec:
 
 
 def arch_for(cfg: TrialConfig) -> ArchSpec:
-    """ArchSpec of the trial's model without loading weights."""
+    """ArchSpec of the trial's model with its task's head (`trainables.tasks.head_of`) without loading weights."""
     from trainables.models import meta_model
+    from trainables.tasks import head_of
 
-    return arch_from_model(meta_model(cfg.model, cfg.task.name), causal=cfg.task.name == "wikitext2")
+    head = head_of(cfg.task)
+    return arch_from_model(meta_model(cfg.model, head), causal=head.causal)
 
 
 @dataclass(frozen=True)
@@ -369,13 +371,14 @@ OVERHEAD_BYTES = {"cpu": 340 * MB, "mps": 16 * MB, "cuda": 16 * MB}
 ACT_FACTOR_CHECKPOINTED = {"cpu": 4.28, "mps": 1.0, "cuda": 1.0}
 LOGIT_FACTOR_CHECKPOINTED = {"cpu": 3.4, "mps": 1.0, "cuda": 1.0}
 OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, "mps": 16 * MB, "cuda": 16 * MB}
-SST2_PEAK_TOKENS = 63
-"""Batches are padded to their longest row: the longest of 300 SST-2 batches of 16 is 63 MiniLM tokens (seed 0;
-the longest sentence is about 66)."""
 
 
 def peak_row_tokens(cfg: TrialConfig) -> int:
-    return min(cfg.training.seq_len, SST2_PEAK_TOKENS) if cfg.task.name == "sst2" else cfg.training.seq_len
+    """Tokens in the longest training row planned for: the task's row shape (`TaskSpec.peak_row_tokens`, e.g.
+    SST-2's `trainables.tasks.sst2.PEAK_TOKENS`) at `training.seq_len`."""
+    from trainables.tasks import get_task
+
+    return get_task(cfg.task.name).peak_row_tokens(cfg.task, cfg.training.seq_len)
 
 
 def adapter_param_count(arch: ArchSpec, cfg: TrialConfig) -> int:
@@ -409,8 +412,8 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
     """Predicted training peak of `cfg` on `arch` on a `device_type` device (bytes, by component).
 
     The compute dtype is `cfg.training.compute_dtype` resolved for `device_type` (`devices.resolve_compute_dtype`).
-    Activations are per block and token (`ACT_*`, `LORA_INPUT_BYTES`, `ADALORA_OUTPUT_BYTES`; SST-2 rows count
-    `SST2_PEAK_TOKENS`), all blocks without gradient checkpointing, else one block input per block plus
+    Activations are per block and token (`ACT_*`, `LORA_INPUT_BYTES`, `ADALORA_OUTPUT_BYTES`; rows count the
+    task's `peak_row_tokens`), all blocks without gradient checkpointing, else one block input per block plus
     `GC_BLOCKS` blocks; the causal-LM loss adds `LOGIT_BYTES` per logit. The constants' sources are beside them."""
     from trainables.devices import dtype_bytes, resolve_compute_dtype
     from trainables.precisions import precision
@@ -471,3 +474,12 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
         logits=int(logits * logit_factor),
         overhead=int(overhead),
     )
+
+
+def __getattr__(name: str) -> Any:
+    """`SST2_PEAK_TOKENS`, the old name of `trainables.tasks.sst2.PEAK_TOKENS`."""
+    if name == "SST2_PEAK_TOKENS":
+        from trainables.tasks.sst2 import PEAK_TOKENS
+
+        return PEAK_TOKENS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainables.config import ModelConfig
+from trainables.config import ModelConfig, TaskConfig
 from trainables.errors import ConfigError
+from trainables.tasks.base import Head
 
 HUB_IDS = {
     "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
@@ -239,35 +240,48 @@ def _materialize(cfg: ModelConfig) -> ResolvedModel:
     return resolved
 
 
+def _auto_class(head: Head) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForCausalLM if head.causal else AutoModelForSequenceClassification
+
+
 def load_model(
-    cfg: ModelConfig, task: str, tokenizer: Any, seed: int = 0, dtype: torch.dtype = torch.float32
+    cfg: ModelConfig,
+    task: str | TaskConfig | Head,
+    tokenizer: Any,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
-    """Load the model on the CPU in `dtype` with the head the task needs (classification or causal LM).
+    """Load the model on the CPU in `dtype` with the head the task needs (`trainables.tasks.head_of`: a task
+    name, a TaskConfig or a Head): a classification head of the task's number of labels, or the causal-LM head.
 
     Tiny presets are initialised in float32 (the same random weights whatever `dtype`) and then cast."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    from trainables.tasks import head_of
+
     hf_logging.set_verbosity_error()
+    head = head_of(task)
     resolved = _materialize(cfg)
-    auto = AutoModelForSequenceClassification if task == "sst2" else AutoModelForCausalLM
+    auto = _auto_class(head)
     torch.manual_seed(seed)
     if resolved.kind == "tiny":
         config = _tiny_config(resolved.name)
-        if task == "sst2":
-            config.num_labels = 2
+        if not head.causal:
+            config.num_labels = head.num_labels
         model = auto.from_config(config).to(dtype)
     else:
         kwargs: dict[str, Any] = {"dtype": dtype}
-        if task == "sst2":
-            kwargs["num_labels"] = 2
+        if not head.causal:
+            kwargs["num_labels"] = head.num_labels
         try:
             model = auto.from_pretrained(resolved.source, **kwargs)
         except (OSError, ValueError) as exc:
             if resolved.kind == "hub":
                 raise ConfigError(_offline_hint(cfg.name)) from exc
             raise ConfigError(
-                f"model {cfg.name!r}: cannot load it for {task} ({exc.__class__.__name__}: {exc})"
+                f"model {cfg.name!r}: cannot load it with a {head.kind} head ({exc.__class__.__name__}: {exc})"
             ) from exc
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -314,16 +328,18 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     )
 
 
-def meta_model(cfg: ModelConfig, task: str) -> nn.Module:
-    """The model's module tree on the meta device (shapes only, no memory): for predictions before a run."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+def meta_model(cfg: ModelConfig, task: str | TaskConfig | Head) -> nn.Module:
+    """The model's module tree on the meta device (shapes only, no memory) with the task's head (see
+    `load_model`): for predictions before a run."""
+    from trainables.tasks import head_of
 
+    head = head_of(task)
     config = load_config(cfg)
-    if task == "sst2":
-        config.num_labels = 2
+    if not head.causal:
+        config.num_labels = head.num_labels
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = 0
-    auto = AutoModelForSequenceClassification if task == "sst2" else AutoModelForCausalLM
+    auto = _auto_class(head)
     with torch.device("meta"):
         return auto.from_config(config)
 

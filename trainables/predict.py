@@ -2,29 +2,31 @@
 search's budget constraint, the trainable's infeasibility check and every result's `predicted_peak_mb`.
 
 The model's shape comes from its config alone (a module tree on the meta device, no weights); it is built once per
-(model, task) in this process and reused, so predicting many settings of one model costs milliseconds each.
+(model, task head) in this process and reused, so predicting many settings of one model costs milliseconds each.
 """
 
 from __future__ import annotations
 
 import functools
 
-from trainables.config import ModelConfig, TaskConfig, TrialConfig
-from trainables.memory import MB, ArchSpec, MemoryEstimate, arch_for, estimate
+from trainables.config import ModelConfig, TrialConfig
+from trainables.memory import MB, ArchSpec, MemoryEstimate, arch_from_model, estimate
+from trainables.tasks import Head, head_of
 
 
 @functools.lru_cache(maxsize=16)
-def _arch(model: str, cache_dir: str | None, task: str) -> ArchSpec:
-    return arch_for(
-        TrialConfig(task=TaskConfig(name=task), model=ModelConfig(name=model, cache_dir=cache_dir))
-    )
+def _arch(model: str, cache_dir: str | None, head: Head) -> ArchSpec:
+    from trainables.models import meta_model
+
+    return arch_from_model(meta_model(ModelConfig(name=model, cache_dir=cache_dir), head), causal=head.causal)
 
 
 def arch_of(cfg: TrialConfig) -> ArchSpec:
-    """The memory model's view of `cfg`'s model (cached per model name, cache folder and task).
+    """The memory model's view of `cfg`'s model (cached per model name, cache folder and task head).
 
-    Raises ConfigError when the model's config cannot be read (not found offline, no config.json)."""
-    return _arch(cfg.model.name, cfg.model.cache_dir, cfg.task.name)
+    Raises ConfigError when the model's config cannot be read (not found offline, no config.json), or the task's
+    data when a classification task counts its labels there."""
+    return _arch(cfg.model.name, cfg.model.cache_dir, head_of(cfg.task))
 
 
 def predict_peak(cfg: TrialConfig, device_type: str = "cpu", arch: ArchSpec | None = None) -> MemoryEstimate:

@@ -34,9 +34,15 @@ class TrialResult:
     model: str = ""
     config_id: str | None = None
     metric_name: str = ""
-    """`accuracy` (SST-2) or `perplexity` (WikiText-2)."""
+    """The task metric (`TaskSpec.metric`): `accuracy` (classification) or `perplexity` (language modelling)."""
     accuracy: float | None = None
     perplexity: float | None = None
+    macro_f1: float | None = None
+    """Classification with more than two classes: the unweighted mean of the per-class F1 scores."""
+    num_classes: int | None = None
+    """Classification: the number of classes (the head's outputs); None for a language model."""
+    label_names: list[str] = field(default_factory=list)
+    """Classification: the class names in label-id order (textcls: the labels found in the data, sorted)."""
     eval_loss: float | None = None
     final_train_loss: float | None = None
     """Task loss of the last logged step (AdaLoRA: without its orthogonality penalty, see `final_orth_penalty`)."""
@@ -84,8 +90,8 @@ class TrialResult:
     device: str = ""
     data_note: str = ""
     perplexity_convention: str = ""
-    """WikiText-2: how the text became blocks (`trainables.config.PERPLEXITY_CONVENTIONS`): `joined` (as released,
-    the common definition) or `lines` (line by line, blank lines dropped); empty for SST-2."""
+    """Language modelling: how the text became blocks (`trainables.config.PERPLEXITY_CONVENTIONS`): `joined` (as released,
+    the common definition) or `lines` (line by line, blank lines dropped); empty for classification."""
     versions: dict[str, str] = field(default_factory=dict)
     harness: dict[str, Any] = field(default_factory=dict)
     """How the trial was run and measured (`trainables.harness.Harness.to_dict()`: trial_process, reuse_workers,
@@ -101,8 +107,11 @@ class TrialResult:
     @classmethod
     def of(cls, cfg: TrialConfig, **fields: Any) -> TrialResult:
         """A result naming the trial's task, model, config id and task metric, with `fields` set."""
-        metric = "accuracy" if cfg.task.name == "sst2" else "perplexity"
-        convention = cfg.task.perplexity_convention if metric == "perplexity" else ""
+        from trainables.tasks import get_task
+
+        spec = get_task(cfg.task.name)
+        metric = spec.metric
+        convention = cfg.task.perplexity_convention if spec.head_kind == "causal_lm" else ""
         return cls(
             task=cfg.task.name,
             model=cfg.model.name,

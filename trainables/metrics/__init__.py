@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 
 @functools.cache
 def load(name: str) -> Any:
-    """An `evaluate` metric from this folder: `accuracy` or `perplexity`."""
+    """An `evaluate` metric from this folder: `accuracy`, `f1` (macro-F1) or `perplexity`."""
     import evaluate
 
     return evaluate.load(str(HERE / f"{name}.py"))
@@ -23,6 +23,11 @@ def load(name: str) -> Any:
 
 def accuracy(predictions: list[int], references: list[int]) -> float:
     return float(load("accuracy").compute(predictions=predictions, references=references)["accuracy"])
+
+
+def macro_f1(predictions: list[int], references: list[int]) -> float:
+    """Unweighted mean of the per-class F1 over the classes in either list (scikit-learn's macro average)."""
+    return float(load("f1").compute(predictions=predictions, references=references)["macro_f1"])
 
 
 def perplexity(nll_sums: list[float], token_counts: list[int]) -> float:
