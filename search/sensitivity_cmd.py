@@ -140,10 +140,12 @@ def place_critical(cfg: TrialConfig, build: Any, overrides: list[str]) -> TrialC
 
 def table_text(table: Any) -> str:
     """The table as aligned text: one row per block, KL in nats per predicted token / sentence."""
+    from trainables.tasks import get_task
+
     df = table.frame()
     lines = [
         f"rankbits sensitivity: {table.model} on {table.task}, {table.tokens} predicted "
-        f"{'tokens' if table.task == 'wikitext2' else 'sentences'} ({table.data_note}), seed "
+        f"{'tokens' if get_task(table.task).head_kind == 'causal_lm' else 'rows'} ({table.data_note}), seed "
         f"{table.settings['seed']}, {table.settings['compute_dtype']} on {table.settings['device']}",
         "KL = mean KL divergence to the unquantized model (nats) with only that block (or kind) quantized; "
         "importance = squared gradient norm of its adaptable weights; rank 1 = most sensitive",

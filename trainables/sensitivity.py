@@ -296,13 +296,20 @@ def _calibration(cfg: TrialConfig, tokenizer: Any, s: SensitivitySettings) -> tu
             f"fewer than the {s.examples} asked; lower --examples"
         )
     chosen = random.Random(s.seed).sample(range(len(pool)), s.examples)
-    causal = cfg.task.name == "wikitext2"
+    causal = _causal(cfg)
     batches = []
     for start in range(0, len(chosen), FORWARD_ROWS):
         part = chosen[start : start + FORWARD_ROWS]
         labels = None if pool.labels is None else [pool.labels[i] for i in part]
         batches.append(data.collate([pool.ids[i] for i in part], labels, pool.pad_id, causal))
     return batches, td.data_note
+
+
+def _causal(cfg: TrialConfig) -> bool:
+    """Whether the task's model is a causal LM (KL per predicted token) rather than a classifier (per row)."""
+    from trainables.tasks import get_task
+
+    return get_task(cfg.task.name).head_kind == "causal_lm"
 
 
 def _log_probs(model: nn.Module, batch: dict[str, torch.Tensor], causal: bool) -> torch.Tensor:
@@ -335,9 +342,7 @@ def cache_key(cfg: TrialConfig, s: SensitivitySettings, device: str, compute: st
         "settings": dataclasses.asdict(s),
         "quant": [cfg.quantization.quant_type, cfg.quantization.double_quant, cfg.quantization.half_dtype],
         "targets": cfg.adapter.target_modules,
-        "model_seed": cfg.training.seed
-        if cfg.task.name == "sst2"
-        else None,  # the random classification head
+        "model_seed": None if _causal(cfg) else cfg.training.seed,  # the random classification head
         "compute": [device, compute],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -404,13 +409,13 @@ def measure_sensitivity(
     seed_everything(cfg.training.seed)
     tokenizer = models.load_tokenizer(cfg.model)
     batches, note = _calibration(cfg, tokenizer, s)
-    model = models.load_model(cfg.model, cfg.task.name, tokenizer, seed=cfg.training.seed, dtype=dtype)
+    model = models.load_model(cfg.model, cfg.task, tokenizer, seed=cfg.training.seed, dtype=dtype)
     model.to(device).eval()
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     _, blocks = models.find_blocks(model)
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
-    causal = cfg.task.name == "wikitext2"
+    causal = _causal(cfg)
 
     names = [block_linears(block) for block in blocks]
     kinds = sorted({kind_of(n) for n in names[0]}, key=KINDS.index) if s.by_kind else []
