@@ -40,7 +40,11 @@ def restore_tuner(
     from search.tuner import trial_trainable
 
     root = Path(results_dir)
-    saved = [d for d in tune_dirs(root) if ".incomplete-" not in d.name and tune.Tuner.can_restore(str(d))]
+    saved = [
+        d
+        for d in tune_dirs(root)
+        if ".incomplete-" not in d.name and tune.Tuner.can_restore(str(d.resolve()))
+    ]
     if not saved:
         raise ConfigError(
             f"results folder {str(root)!r} holds no restorable Tune experiment (tune/ with Tune's saved state); "

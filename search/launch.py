@@ -169,7 +169,7 @@ def launch(
     restorable = (
         resuming
         and results_io.tune_dir(root).exists()
-        and tune.Tuner.can_restore(str(results_io.tune_dir(root)))
+        and tune.Tuner.can_restore(str(results_io.tune_dir(root).resolve()))
     )
     # Not run again: completed and diverged cells (trained to the end; also those of a run that died before Tune
     # saved its state); a restored Tuner also keeps its failed and infeasible trials and reruns only the unfinished.

@@ -227,7 +227,7 @@ def _search(args: argparse.Namespace) -> int:
     # as many trials at once as copies of the smallest predicted trial fit (a search has args.trials of them)
     concurrency = max_concurrency(device, [smallest] * max(1, args.trials), args.max_concurrent)
     latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
-    if resuming and latest and tune.Tuner.can_restore(str(latest[-1])):
+    if resuming and latest and tune.Tuner.can_restore(str(latest[-1].resolve())):
         print(f"rankbits: continuing {latest[-1]}", flush=True)
         plan_progress(clear_interrupted(root))
         fit_tuner(restore(latest[-1]), root, None)

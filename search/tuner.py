@@ -298,7 +298,11 @@ def restore(path: Path) -> Any:
     from ray import tune
 
     return tune.Tuner.restore(
-        str(path), trial_trainable(), resume_unfinished=True, resume_errored=False, restart_errored=False
+        str(path.resolve()),
+        trial_trainable(),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
     )
 
 
@@ -371,7 +375,7 @@ def build_or_restore(
     from ray import tune
 
     path = tune_dir(root)
-    if resume and path.exists() and tune.Tuner.can_restore(str(path)):
+    if resume and path.exists() and tune.Tuner.can_restore(str(path.resolve())):
         return restore(path)
     if path.exists():  # started but never saved its state: keep the trials it finished, start the rest afresh
         aside = path.with_name(f"tune.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
