@@ -164,7 +164,7 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
         "kind": "grid",
         "configs": parse_config_ids(args.configs),
         "tasks": parse_tasks(args.tasks),
-        "models": task_models(args),
+        "models": {t: m for t, m in task_models(args).items() if t in parse_tasks(args.tasks)},
         "seeds": parse_seeds(args.seeds),
         "max_steps": args.max_steps,
         "overrides": list(args.overrides),

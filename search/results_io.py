@@ -90,10 +90,16 @@ ADDED_LATER = ("harness",)
 
 
 def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in spec.items() if k not in NOT_COMPARED}
+    """The settings two runs must share. A grid's `models` is compared for its own `tasks` only: a folder written
+    before a task was registered (or one recording every registered task's model) still resumes."""
+    out = {k: v for k, v in spec.items() if k not in NOT_COMPARED}
+    if isinstance(out.get("models"), dict) and isinstance(out.get("tasks"), list):
+        out["models"] = {t: m for t, m in out["models"].items() if t in out["tasks"]}
+    return out
 
 
 def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    old, new = _comparable(old), _comparable(new)
     for key in sorted(set(old) | set(new)):
         if key in NOT_COMPARED:
             continue

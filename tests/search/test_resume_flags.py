@@ -111,3 +111,17 @@ def test_pareto_resume_may_extend_the_trial_count(tmp_path):
     args = parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--trials", "10"])
     adopt_spec(args, grid_cmd.root_of(args), pareto_cmd.PARETO_FLAGS)
     assert args.trials == 10 and args.task == "sst2"
+
+
+def test_a_grid_folder_recording_models_of_tasks_it_does_not_run_still_resumes(tmp_path):
+    # folders written before textcls / lm were registered recorded every task's model then; a task registered
+    # since must not make them "a different experiment"
+    from search import results_io
+
+    old = {"kind": "grid", "tasks": ["wikitext2"], "models": {"sst2": "minilm-l6", "wikitext2": "smollm2-135m"}}
+    results_io.write_spec(tmp_path, old)
+    new = {"kind": "grid", "tasks": ["wikitext2"], "models": {"wikitext2": "smollm2-135m"}}
+    assert results_io.prepare_folder(tmp_path, new, resume=True, overwrite=False)
+    other = {"kind": "grid", "tasks": ["wikitext2"], "models": {"wikitext2": "smollm2-360m"}}
+    with pytest.raises(ConfigError, match="models"):
+        results_io.prepare_folder(tmp_path, other, resume=True, overwrite=False)
