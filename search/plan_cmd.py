@@ -146,10 +146,7 @@ def _read_arch(cfg: TrialConfig) -> Any:
         ) from None
 
 
-def _max_positions(cfg: TrialConfig) -> int:
-    from trainables.models import load_config
-
-    config = load_config(cfg.model)
+def _max_positions(config: Any) -> int:
     for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = getattr(config, attr, None)
         if isinstance(value, int) and value >= 8:
@@ -207,10 +204,10 @@ def build_plan(
         base = base.with_overrides(fixed)
     arch = _read_arch(base)
     from trainables.checks import check_model_bounds
-    from trainables.models import load_config
+    from trainables.models import load_config_view
 
-    model_config = load_config(base.model)
-    positions = _max_positions(base)
+    model_config = load_config_view(base.model)
+    positions = _max_positions(model_config)
     rows = []
     for config_id in config_ids:
         cell = grid_config(config_id, task, model, arch.num_layers, data_dir=data_dir)

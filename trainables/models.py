@@ -117,6 +117,26 @@ def load_config(cfg: ModelConfig) -> Any:
         ) from exc
 
 
+def config_json(cfg: ModelConfig) -> dict[str, Any] | None:
+    """The model folder's config.json as a dict when the model is a local folder (or a converted preset), else
+    None (tiny presets, GGUF files, hub ids: read those with `load_config`). No transformers import."""
+    from trainables.arch_config import read_config_json
+
+    resolved = resolve(cfg)
+    return read_config_json(Path(resolved.source) / "config.json") if resolved.kind == "local" else None
+
+
+def load_config_view(cfg: ModelConfig) -> Any:
+    """`load_config(cfg)`, or, for a local config.json of a family `trainables.arch_config` reads, the JSON's values
+    over transformers' defaults as attributes (what the pre-flight checks read: positions, labels, model type)
+    without importing transformers (seconds on a small machine)."""
+    from trainables.arch_config import config_view
+
+    raw = config_json(cfg)
+    view = config_view(raw) if raw is not None else None
+    return view if view is not None else load_config(cfg)
+
+
 def _gguf_config(resolved: ResolvedModel) -> Any:
     from transformers import AutoConfig
 

@@ -16,9 +16,18 @@ from trainables.tasks import Head, head_of
 
 @functools.lru_cache(maxsize=16)
 def _arch(model: str, cache_dir: str | None, head: Head) -> ArchSpec:
-    from trainables.models import meta_model
+    """Read from the local config.json where `trainables.arch_config` knows the family (milliseconds, no
+    transformers import; checked equal to the meta-device reference by tests/trainables/test_arch_config.py),
+    else from the module tree on the meta device."""
+    from trainables.arch_config import arch_from_config
+    from trainables.models import config_json, meta_model
 
-    return arch_from_model(meta_model(ModelConfig(name=model, cache_dir=cache_dir), head), causal=head.causal)
+    cfg = ModelConfig(name=model, cache_dir=cache_dir)
+    raw = config_json(cfg)
+    arch = arch_from_config(raw, head.causal, head.num_labels) if raw is not None else None
+    if arch is not None:
+        return arch
+    return arch_from_model(meta_model(cfg, head), causal=head.causal)
 
 
 def arch_of(cfg: TrialConfig) -> ArchSpec:

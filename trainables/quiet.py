@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 QUIET_ENV = {
@@ -20,6 +21,10 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
+    if "transformers" not in sys.modules:
+        # transformers reads TRANSFORMERS_VERBOSITY and the hub's progress-bar switch when it is imported; importing
+        # it here only to set them costs seconds (`rankbits plan` never needs it)
+        return
     try:
         from transformers.utils import logging as hf_logging
 

@@ -147,7 +147,9 @@ def test_llama1b_plan_is_within_10pct_of_the_measured_standard_path(checkpointin
 
 
 @pytest.mark.slow
-def test_plan_on_a_7b_config_imports_neither_ray_nor_optuna():
+def test_plan_on_a_7b_config_imports_neither_ray_nor_optuna_nor_transformers():
+    """The 7B answer is read from config.json (`trainables.arch_config`): transformers' modeling code, PEFT and
+    bitsandbytes are seconds of imports on a small machine and are not needed for a prediction."""
     code = (
         "import argparse, sys\n"
         "from search import plan_cmd\n"
@@ -155,7 +157,8 @@ def test_plan_on_a_7b_config_imports_neither_ray_nor_optuna():
         "plan_cmd.register(s)\n"
         f"a = p.parse_args(['plan', '--model', {str(LLAMA_7B)!r}, '--task', 'wikitext2', '--json'])\n"
         "a.handler(a)\n"
-        "print('HEAVY', [m for m in ('ray', 'optuna', 'pandas') if m in sys.modules])\n"
+        "heavy = ('ray', 'optuna', 'pandas', 'transformers', 'peft', 'bitsandbytes')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env(), cwd=REPO, timeout=300
