@@ -186,6 +186,8 @@ def _bert_like(pooler: bool) -> Callable[[dict[str, Any], bool, int], tuple[Any,
     def read(c: dict[str, Any], causal: bool, num_labels: int) -> tuple[Any, ...] | None:
         if causal or c["is_decoder"] or c["add_cross_attention"]:
             return None
+        if c.get("position_embedding_type", "absolute") != "absolute":
+            return None  # relative positions add distance embeddings to every layer: not modelled here
         h, i, heads = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"]
         block: tuple[Linear, ...] = (
             ("attention.self.query", h, h, True),

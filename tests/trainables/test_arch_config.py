@@ -123,6 +123,8 @@ def test_unread_settings_fall_back_to_the_meta_model() -> None:
     assert arch_from_config(gpt2, True, 0) is None
     bert = json.loads(tf.BertConfig().to_json_string())
     assert arch_from_config(bert, True, 0) is None  # a BERT causal LM is not read here
+    bert["position_embedding_type"] = "relative_key"
+    assert arch_from_config(bert, False, 2) is None
     neox = json.loads(tf.GPTNeoXConfig().to_json_string())
     neox["rotary_emb_base_pct"] = 0.5  # a setting no reader knows: not guessed
     assert arch_from_config(neox, True, 0) is None
