@@ -62,8 +62,9 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
 def seed_stats(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
     """One row per configuration with an eligible run, in the order of their first runs.
 
-    Columns: `config_key`; `n_seeds` (eligible runs pooled, normally one per seed); `n_runs` (every run of the
-    configuration, failed and stopped ones included); `seeds` ("0,1,2"); per objective `<name>_mean` and
+    Columns: `config_key`; `n_seeds` (seeds with an eligible run; of several eligible runs on one seed, e.g. a
+    duplicate proposal, the first counts); `n_runs` (every run of the configuration, failed and stopped ones and
+    same-seed repeats included); `seeds` ("0,1,2"); per objective `<name>_mean` and
     `<name>_std` (sample standard deviation, ddof=1; NaN for one run); and the `DESCRIPTIVE` columns of the
     configuration's first run (lowest seed). Objectives are validated as `analysis.objectives.validate_objectives`
     does (ConfigError for an unknown column)."""
@@ -77,6 +78,10 @@ def seed_stats(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     sort_by = ["_key", "seed", "_row"] if "seed" in done else ["_key", "_row"]
     done = done.sort_values(sort_by, kind="stable")
+    if (
+        "seed" in done
+    ):  # a repeat on a seed already counted (a duplicate proposal) adds no seed: first run kept
+        done = done.drop_duplicates(["_key", "seed"])
     groups = done.groupby("_key", sort=False)
     first = done.drop_duplicates("_key").set_index("_key")
     out = pd.DataFrame(index=first.index)

@@ -4,12 +4,15 @@ the pairs of front points whose order is within noise. Hand-built frames with ti
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.seeds import front_on_means, noise_pairs, seed_front, seed_stats
+from analysis import load_results
+from analysis.report import key_table_text, means_table, write_frame_report
+from analysis.seeds import SeedFront, front_on_means, noise_pairs, seed_front, seed_stats
 from trainables.errors import ConfigError
 
 OBJ = {"accuracy": "max", "peak_memory_mb": "min"}
@@ -30,6 +33,7 @@ def runs() -> pd.DataFrame:
         ("e1", "E", 1, "failed", None, None),  # a failed seed counts as a run, not in the mean
         ("f0", "F", 0, "infeasible", None, 10.0),
         ("x", "", 0, "completed", 0.50, 10.0),  # no config_key (old summary-only folder): its own config
+        ("c0b", "C", 0, "completed", 0.10, 150.0),  # a repeat on seed 0 (duplicate proposal): adds no seed
     ]
     df = pd.DataFrame(
         rows, columns=["trial_id", "config_key", "seed", "status", "accuracy", "peak_memory_mb"]
@@ -50,6 +54,8 @@ def test_seed_stats_one_row_per_config_with_mean_std_and_counts(runs: pd.DataFra
     assert (stats.loc["E", "n_seeds"], stats.loc["E", "n_runs"]) == (1, 2)
     assert math.isnan(stats.loc["D", "accuracy_std"]) and math.isnan(stats.loc["trial x", "accuracy_std"])
     assert stats.loc["B", "bits_per_layer"] == "4,8"
+    assert (stats.loc["C", "n_seeds"], stats.loc["C", "n_runs"]) == (2, 3)
+    assert stats.loc["C", "accuracy_mean"] == pytest.approx(0.91)
     assert "accuracy" not in stats.columns
 
 
@@ -116,3 +122,41 @@ def test_seed_front_is_none_while_every_config_has_one_seed(runs: pd.DataFrame) 
 def test_bad_objective_is_a_config_error(runs: pd.DataFrame) -> None:
     with pytest.raises(ConfigError, match="not in these results"):
         seed_stats(runs, {"perplexity": "min"})
+
+
+def test_report_shows_the_front_on_means_when_a_folder_holds_several_seeds(
+    grid_dir: Path, pareto_dir: Path, tmp_path: Path
+) -> None:
+    """The grid fixture: six configs x seeds 0 and 1 (Joint-3's seed 1 failed); `config_key` pools the seeds."""
+    df = load_results(grid_dir)
+    assert df.groupby("config_key")["seed"].nunique().tolist() == [2] * 6
+    paths = write_frame_report(df, OBJ, tmp_path / "out")
+    means = pd.read_csv(paths.pareto_means_csv)
+    expected = seed_front(df, OBJ)
+    assert expected is not None and expected.candidates == 5  # Joint-3 has one completed seed
+    assert means["config_key"].tolist() == expected.front["config_key"].tolist()
+    assert {"accuracy_mean", "accuracy_std", "peak_memory_mb_mean", "n_seeds"} <= set(means.columns)
+    text = paths.report.read_text()
+    assert "## Pareto set on means over seeds" in text and "within noise" in text
+    b_fp = df[(df["config_id"] == "B-FP") & (df["status"] == "completed")]
+    if "B-FP" in set(means["config_id"]):
+        mean, std = b_fp["accuracy"].mean(), b_fp["accuracy"].std()
+        assert f"{mean:.3f} ± {std:.3f}" in text
+    table = means_table(expected, OBJ)
+    assert table["#"].tolist() == [f"#{i + 1}" for i in range(len(expected.front))]
+    assert all(" ± " in v for v in table["accuracy"])
+    searched = df.assign(config_id="")  # without grid ids the key table is the Pareto set: then on means too
+    assert "Pareto set on means over seeds" in key_table_text(searched, OBJ)
+    single = write_frame_report(load_results(pareto_dir), OBJ, tmp_path / "single")  # a duplicate, one seed
+    assert single.pareto_means_csv is None and "on means" not in single.report.read_text()
+
+
+def test_means_table_marks_pairs_within_noise() -> None:
+    front = _stats([("P", 4, 0.80, 0.02, 100.0, 1.0), ("Q", 4, 0.81, 0.02, 90.0, 1.0)])
+    seeds = SeedFront(front, front, noise_pairs(front, OBJ), 2)
+    table = means_table(seeds, OBJ).set_index("#")
+    assert table.loc["#1", "within noise of"] == "#2 accuracy"
+    assert table.loc["#2", "within noise of"] == "#1 accuracy"
+    assert (
+        table.loc["#1", "accuracy"] == "0.800 ± 0.020" and table.loc["#2", "peak_memory_mb"] == "90.0 ± 1.0"
+    )
