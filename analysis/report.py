@@ -239,7 +239,7 @@ def means_table(seeds: SeedFront, objectives: Mapping[str, str]) -> pd.DataFrame
         close[str(pair.config_b)].append(f"{number[str(pair.config_a)]} {pair.objective}")
     rows = []
     for i, r in front.iterrows():
-        label = str(r.get("config_id") or "") or str(r.get("trial_id") or "")
+        label = next((v for v in (r.get("config_id"), r.get("trial_id")) if isinstance(v, str) and v), "")
         row: dict[str, Any] = {"#": f"#{i + 1}", "config": label, "config_key": r["config_key"]}
         for name in objectives:
             row[name] = _pm(r[mean_column(name)], r[std_column(name)], _digits(name))

@@ -153,6 +153,8 @@ def test_report_shows_the_front_on_means_when_a_folder_holds_several_seeds(
 
 def test_means_table_marks_pairs_within_noise() -> None:
     front = _stats([("P", 4, 0.80, 0.02, 100.0, 1.0), ("Q", 4, 0.81, 0.02, 90.0, 1.0)])
+    front["config_id"] = pd.array([pd.NA, "B-Q4"], dtype="string")  # a searched config has no grid id
+    front["trial_id"] = ["p0", "q0"]
     seeds = SeedFront(front, front, noise_pairs(front, OBJ), 2)
     table = means_table(seeds, OBJ).set_index("#")
     assert table.loc["#1", "within noise of"] == "#2 accuracy"
