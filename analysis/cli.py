@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"report: {paths.report}")
     print(f"pareto set: {paths.pareto_csv}")
+    if paths.pareto_means_csv is not None:
+        print(f"pareto set on means over seeds: {paths.pareto_means_csv}")
     return 0
 
 

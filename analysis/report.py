@@ -1,4 +1,5 @@
-"""The analysis report: `report.md` (grid table, Pareto set, hypervolume, plots) and `pareto.csv`.
+"""The analysis report: `report.md` (grid table, Pareto set, hypervolume, plots), `pareto.csv`, and
+`pareto_means.csv` with the front on means when a configuration was run on several seeds (`analysis.seeds`).
 
 `write_report(dirs, objectives, out_dir)` loads the results folders, computes every table and plot and writes
 them; `key_table_text(df, objectives)` is the same key table as plain text for the terminal.
@@ -19,7 +20,9 @@ from analysis.hypervolume import default_reference_point, hypervolume_at_budget,
 from analysis.objectives import default_objectives, format_objectives, validate_objectives
 from analysis.pareto import pareto_front
 from analysis.results import GRID_CONFIG_IDS, STATUSES, load_results
+from analysis.seeds import SeedFront, mean_column, seed_front, std_column
 from trainables.columns import COLUMNS, LiveMap, digits_of
+from trainables.results_folder import PARETO_FILE, PARETO_MEANS_FILE
 
 METHOD_NAMES = {"lora": "LoRA", "adalora": "AdaLoRA"}
 PLOT_FILES = {
@@ -43,6 +46,8 @@ class ReportPaths(NamedTuple):
     """pareto.csv: the front members, every column of the results frame."""
     plots: dict[str, Path]
     """PNG per plot name (pareto_scatter, front_layers, hypervolume, memory_prediction)."""
+    pareto_means_csv: Path | None = None
+    """pareto_means.csv: the front on means over seeds (`analysis.seeds`); None when every config has one seed."""
 
 
 def write_report(
@@ -50,7 +55,8 @@ def write_report(
     objectives: Mapping[str, str] | str | None,
     out_dir: str | os.PathLike[str],
 ) -> ReportPaths:
-    """Load `dirs`; write `report.md`, `pareto.csv` and the plots into `out_dir` (created); return the paths.
+    """Load `dirs`; write `report.md`, `pareto.csv` (and `pareto_means.csv` when some configuration has several
+    seeds) and the plots into `out_dir` (created); return the paths.
 
     `objectives` is a mapping, its text form ("accuracy:max,peak_memory_mb:min") or None for the default
     (accuracy:max when there are accuracy values, else perplexity:min; plus peak_memory_mb:min). Bad folders
@@ -71,8 +77,13 @@ def write_frame_report(
     out.mkdir(parents=True, exist_ok=True)
 
     front = pareto_front(df, objectives)
-    pareto_csv = out / "pareto.csv"
+    pareto_csv = out / PARETO_FILE
     front.to_csv(pareto_csv, index=False)
+    seeds = seed_front(df, objectives)  # None while every configuration has one seed
+    means_csv = None
+    if seeds is not None:
+        means_csv = out / PARETO_MEANS_FILE
+        seeds.front.to_csv(means_csv, index=False)
 
     reference = default_reference_point(df, objectives)
     history = hypervolume_history(df, objectives, reference if _finite(reference) else None)
@@ -89,10 +100,10 @@ def write_frame_report(
             plots.memory_prediction_data(df), out / PLOT_FILES["memory_prediction"]
         ),
     }
-    text = render_markdown(df, objectives, front, history, reference, drawn, out, folders)
+    text = render_markdown(df, objectives, front, history, reference, drawn, out, folders, seeds)
     report = out / "report.md"
     report.write_text(text, encoding="utf-8")
-    return ReportPaths(report, pareto_csv, drawn)
+    return ReportPaths(report, pareto_csv, drawn, means_csv)
 
 
 SETTING_COLUMNS = ("model", "steps", "seq_len", "batch_size", "lr", "compute_dtype", "gradient_checkpointing")
@@ -215,6 +226,48 @@ def pareto_table(front: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataF
     return pd.DataFrame({c: table[c].map(lambda v, c=c: _cell(v, _digits(c))) for c in seen})
 
 
+def means_table(seeds: SeedFront, objectives: Mapping[str, str]) -> pd.DataFrame:
+    """The front on means for reading (`analysis.seeds.seed_front`): `#` (front order), config (grid id or the
+    first run's trial id), `config_key`, each objective as `mean ± std` (the mean alone for one seed), `n` (seeds
+    averaged), bits and ranks per layer, and `within noise of`: the other front points (by `#`) whose order with
+    this one on an objective is within one combined standard error (`analysis.seeds.noise_pairs`)."""
+    front = seeds.front.reset_index(drop=True)
+    number = {key: f"#{i + 1}" for i, key in enumerate(front["config_key"].astype(str))}
+    close: dict[str, list[str]] = {key: [] for key in number}
+    for pair in seeds.pairs.itertuples(index=False):
+        close[str(pair.config_a)].append(f"{number[str(pair.config_b)]} {pair.objective}")
+        close[str(pair.config_b)].append(f"{number[str(pair.config_a)]} {pair.objective}")
+    rows = []
+    for i, r in front.iterrows():
+        label = next((v for v in (r.get("config_id"), r.get("trial_id")) if isinstance(v, str) and v), "")
+        row: dict[str, Any] = {"#": f"#{i + 1}", "config": label, "config_key": r["config_key"]}
+        for name in objectives:
+            row[name] = _pm(r[mean_column(name)], r[std_column(name)], _digits(name))
+        row["n"] = int(r["n_seeds"])
+        for column in ("bits_per_layer", "ranks_per_layer"):
+            if column in front.columns:
+                row[column] = _cell(r[column])
+        row["within noise of"] = ", ".join(close[str(r["config_key"])]) or "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+NOISE_RULE = (
+    "within noise: |mean_a - mean_b| < sqrt(se_a^2 + se_b^2), se = std / sqrt(n) (two-sample z below 1); "
+    "front on means among the configurations measured on at least 2 seeds"
+)
+"""The one-line legend printed under `means_table`."""
+
+
+def means_text(seeds: SeedFront, objectives: Mapping[str, str]) -> str:
+    """`means_table` as text for the terminal, with a title and the noise rule."""
+    title = (
+        f"Pareto set on means over seeds ({len(seeds.front)} of {seeds.candidates} configurations with 2+ seeds; "
+        f"{len(seeds.pairs)} pairs within noise):"
+    )
+    return f"{title}\n{text_table(means_table(seeds, objectives))}\n{NOISE_RULE}"
+
+
 def status_table(df: pd.DataFrame) -> pd.DataFrame:
     """Trials per source and status."""
     rows = []
@@ -235,7 +288,9 @@ def key_table_text(df: pd.DataFrame, objectives: Mapping[str, str] | str | None 
         return "Grid configurations\n" + text_table(grid)
     front = pareto_table(pareto_front(df, objectives), objectives)
     title = f"Pareto set ({format_objectives(objectives)}): {len(front)} of {len(df)} trials"
-    return title + "\n" + (text_table(front) if len(front) else "(no completed trial with every objective)")
+    text = title + "\n" + (text_table(front) if len(front) else "(no completed trial with every objective)")
+    seeds = seed_front(df, objectives)
+    return text if seeds is None else f"{text}\n\n{means_text(seeds, objectives)}"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -270,8 +325,10 @@ def render_markdown(
     drawn: Mapping[str, Path],
     out_dir: Path,
     folders: Sequence[str] = (),
+    seeds: SeedFront | None = None,
 ) -> str:
-    """The text of report.md; plots are linked relative to `out_dir`."""
+    """The text of report.md; plots are linked relative to `out_dir`. `seeds`: the front on means over seeds
+    (`analysis.seeds.seed_front`), shown before the per-run front when some configuration has several seeds."""
     sources = list(dict.fromkeys(df["source"]))
     parts = [f"# Results: {', '.join(sources or folders)}", ""]
     parts += [markdown_table(status_table(df)), ""]
@@ -287,6 +344,16 @@ def render_markdown(
         "",
     ]
 
+    if seeds is not None:
+        parts += [
+            f"## Pareto set on means over seeds ({len(seeds.front)} of {seeds.candidates} configurations)",
+            "",
+            markdown_table(means_table(seeds, objectives)),
+            "",
+            f"Mean ± std (ddof=1) over each configuration's completed seeds (`config_key`: its settings without "
+            f"the seed); {NOISE_RULE}. All columns: `{PARETO_MEANS_FILE}`.",
+            "",
+        ]
     parts += [f"## Pareto set ({len(front)} of {len(df)} trials)", ""]
     parts += [
         markdown_table(pareto_table(front, objectives))
@@ -361,6 +428,12 @@ def _mean_std(values: pd.Series, digits: int | None) -> str:
         return _cell(float(numbers.iloc[0]), digits)
     mean, std = _cell(float(numbers.mean()), digits), _cell(float(numbers.std(ddof=1)), digits)
     return f"{mean} ± {std} (n={len(numbers)})"
+
+
+def _pm(mean: Any, std: Any, digits: int | None) -> str:
+    """`mean ± std`; the mean alone when the std is missing (one seed)."""
+    text = _cell(float(mean), digits)
+    return text if std is None or pd.isna(std) else f"{text} ± {_cell(float(std), digits)}"
 
 
 def _mean(values: pd.Series, digits: int | None) -> str:

@@ -174,7 +174,26 @@ def _merge(
                 continue
             seen.add(tid)
             out.append(rec)
+    _fill_newer_columns(out, [r for layer in layers[1:] for r in layer])
     return out
+
+
+def _fill_newer_columns(records: list[dict[str, Any]], later: list[dict[str, Any]]) -> None:
+    """A summary written before a column existed (its header lacks it, e.g. `config_key`) gets that column from
+    the same trial's all_results.json or Tune record, which are rebuilt from the trial's config by this version.
+    Values the summary does hold are never replaced."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for rec in later:
+        by_id.setdefault(str(rec.get("trial_id") or ""), rec)
+    for rec in records:
+        if rec.get("origin") != "summary":
+            continue
+        other = by_id.get(str(rec.get("trial_id") or ""))
+        if other is None:
+            continue
+        for name in summary_columns():
+            if name not in rec and other.get(name) is not None:
+                rec[name] = other[name]
 
 
 def _order(records: list[dict[str, Any]]) -> None:

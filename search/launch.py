@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -132,18 +133,8 @@ def plan_text(todo: list[TrialConfig], concurrency: int, when: TimePrediction) -
 def launch(
     args: argparse.Namespace, cells: list[TrialConfig], spec: dict[str, Any], order: list[str]
 ) -> list[dict[str, Any]]:
-    from ray import tune
-
     from search.common import root_of
-    from search.tuner import (
-        build_or_restore,
-        clear_interrupted,
-        fit_tuner,
-        init_ray,
-        make_callbacks,
-        plan_progress,
-        quiet,
-    )
+    from search.tuner import init_ray, quiet
 
     quiet()
     if args.max_concurrent is not None and args.max_concurrent <= 0:
@@ -166,27 +157,67 @@ def launch(
     root.mkdir(parents=True, exist_ok=True)
     if not resuming:
         results_io.write_spec(root, spec)
-    restorable = (
-        resuming
-        and results_io.tune_dir(root).exists()
-        and tune.Tuner.can_restore(str(results_io.tune_dir(root).resolve()))
+    run_cells(
+        args,
+        root,
+        cells,
+        CellRun(device, harness, use_memory, results_io.tune_dir(root), grid_key, order, resuming),
     )
+    table = results_io.write_summary(root, order)
+    print()
+    print(results_io.table_text(table))
+    print(f"\nsummary: {root / 'experiment_summary.csv'}  all results: {root / 'all_results.json'}")
+    return table
+
+
+class CellRun(NamedTuple):
+    """Where and how `run_cells` runs its cells."""
+
+    device: Any
+    """`search.resources.DeviceInfo` of this machine."""
+    harness: Harness
+    use_memory: bool
+    """Whether the Ray cluster offers the memory resource (`search.tuner.init_ray`)."""
+    path: Path
+    """The Tune experiment folder (root/tune for the grid)."""
+    key_of: Callable[[TrialConfig], str]
+    """A cell's identity: a trial in the folder with the same key is that cell (the grid: `grid_key`)."""
+    order: list[str] | None
+    """Summary row order (`results_io.cell_key` of each row; None: start order)."""
+    resume: bool
+    """Continue: cells already in the folder are not run again, and a saved experiment at `path` is restored."""
+
+
+def run_cells(
+    args: argparse.Namespace, root: Path, cells: list[TrialConfig], run: CellRun
+) -> list[TrialConfig]:
+    """Train the `cells` that have no kept trial in the results folder `root` yet, as one Tune experiment at
+    `run.path` (restored when it was saved and `run.resume`); rewrites the summary files after every trial.
+    Returns the cells it set out to run. Ctrl-C: KeyboardInterrupt after the summary is written
+    (`search.tuner.fit_tuner`)."""
+    from ray import tune
+
+    from search.tuner import build_or_restore, clear_interrupted, fit_tuner, make_callbacks, plan_progress
+
+    restorable = run.resume and run.path.exists() and tune.Tuner.can_restore(str(run.path.resolve()))
     # Not run again: completed and diverged cells (trained to the end; also those of a run that died before Tune
     # saved its state); a restored Tuner also keeps its failed and infeasible trials and reruns only the unfinished.
     kept = ("completed", "diverged", "failed", "infeasible") if restorable else ("completed", "diverged")
-    status = {_key_of(e): e["result"]["status"] for e in results_io.collect(root)} if resuming else {}
-    todo = [
-        c
-        for c in cells
-        if status.get(results_io.cell_key(c.config_id or "", c.task.name, c.training.seed)) not in kept
-    ]
-    prepared, concurrency = resource_cells(todo or cells, device, use_memory, args.max_concurrent, harness)
+    status: dict[str, str] = {}
+    for entry in results_io.collect(root) if run.resume else []:
+        key = run.key_of(TrialConfig.from_dict(entry["config"]))
+        if status.get(key) not in kept:  # a kept trial of the cell wins over a later rerun's leftovers
+            status[key] = entry["result"]["status"]
+    todo = [c for c in cells if status.get(run.key_of(c)) not in kept]
+    prepared, concurrency = resource_cells(
+        todo or cells, run.device, run.use_memory, args.max_concurrent, run.harness
+    )
     print(
-        f"rankbits: {len(cells)} trials ({len(todo)} to run) on {device.kind}, up to {concurrency} at once, "
-        f"memory budget {device.memory_mb:.0f} MB -> {root}",
+        f"rankbits: {len(cells)} trials ({len(todo)} to run) on {run.device.kind}, up to {concurrency} at once, "
+        f"memory budget {run.device.memory_mb:.0f} MB -> {root}",
         flush=True,
     )
-    print(plan_text(todo, concurrency, predict_time(root.parent, todo, device.kind)), flush=True)
+    print(plan_text(todo, concurrency, predict_time(root.parent, todo, run.device.kind)), flush=True)
     if todo:
         plan_progress(len(todo))
         if restorable:
@@ -195,29 +226,28 @@ def launch(
             num_samples=1,
             max_concurrent_trials=concurrency,
             trial_dirname_creator=_dirname,
-            reuse_actors=bool(harness.reuse_workers),  # resolve_harness decides it for Ray
+            reuse_actors=bool(run.harness.reuse_workers),  # resolve_harness decides it for Ray
         )
         tuner = build_or_restore(
             root,
             {"cell": tune.grid_search(prepared)},
             tune_config,
-            make_callbacks(root, order, len(todo)),
+            make_callbacks(root, run.order, len(todo)),
             resume=restorable,
+            path=run.path,
         )
-        fit_tuner(tuner, root, order)  # Ctrl-C: interrupted trials marked, summary written, KeyboardInterrupt
-    table = results_io.write_summary(root, order)
-    print()
-    print(results_io.table_text(table))
-    print(f"\nsummary: {root / 'experiment_summary.csv'}  all results: {root / 'all_results.json'}")
-    return table
+        fit_tuner(
+            tuner, root, run.order
+        )  # Ctrl-C: interrupted trials marked, summary written, KeyboardInterrupt
+    return todo
+
+
+def grid_key(cfg: TrialConfig) -> str:
+    """A grid cell's identity: config id, task and seed (`results_io.cell_key`)."""
+    return results_io.cell_key(cfg.config_id or "", cfg.task.name, cfg.training.seed)
 
 
 def _dirname(trial: Any) -> str:
     from search.tuner import trial_dirname
 
     return trial_dirname(trial)
-
-
-def _key_of(entry: dict[str, Any]) -> str:
-    cfg = entry["config"]
-    return results_io.cell_key(cfg.get("config_id") or "", cfg["task"]["name"], cfg["training"]["seed"])

@@ -23,6 +23,7 @@ from search.common import (
     task_spec,
 )
 from search.grid_cmd import add_experiment_flags, root_of
+from search.reeval import REEVAL_FLAG, add_reeval_flag
 from trainables.columns import objective_columns
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
@@ -61,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--enqueue-grid", action="store_true", help="evaluate the six fixed grid configs first")
     p.add_argument("--asha", action="store_true", help="stop weak trials early on the task metric (ASHA)")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps per trial")
+    add_reeval_flag(p)  # --reeval-seeds N (search/reeval.py)
     add_data_flag(p)
     add_set_flag(p)
     add_experiment_flags(p, default_name="pareto")
@@ -140,6 +142,7 @@ PARETO_FLAGS = [
     SpecFlag("enqueue_grid", lambda s: s["enqueue_grid"]),
     SpecFlag("storage", lambda s: s["storage"]),
     SpecFlag("trials", lambda s: s["trials"], must_match=False),
+    REEVAL_FLAG,
     *HARNESS_FLAGS,
 ]
 """What `pareto --resume` reads back from experiment.json (--trials given again may differ: it extends)."""
@@ -211,6 +214,7 @@ def _search(args: argparse.Namespace) -> int:
         "enqueue_grid": args.enqueue_grid,
         "storage": args.storage,
         "trials": args.trials,
+        "reeval_seeds": args.reeval_seeds,
         "harness": harness.to_dict(),
     }
     if args.storage:
@@ -221,17 +225,18 @@ def _search(args: argparse.Namespace) -> int:
         results_io.write_spec(root, spec)
     else:  # the target may have been extended: a later bare --resume continues to this one
         recorded = json.loads((root / results_io.SPEC_FILE).read_text())
-        atomic_write_json(root / results_io.SPEC_FILE, {**recorded, "trials": args.trials})
+        extended = {"trials": args.trials, "reeval_seeds": args.reeval_seeds}
+        atomic_write_json(root / results_io.SPEC_FILE, {**recorded, **extended})
     storage = make_storage(storage_url)
     init_ray(device, args.ray_address)
     # as many trials at once as copies of the smallest predicted trial fit (a search has args.trials of them)
     concurrency = max_concurrency(device, [smallest] * max(1, args.trials), args.max_concurrent)
-    latest = [d for d in results_io.tune_dirs(root) if ".incomplete-" not in d.name]
+    latest = [d for d in results_io.tune_dirs(root, reeval=False) if ".incomplete-" not in d.name]
     if resuming and latest and tune.Tuner.can_restore(str(latest[-1].resolve())):
         print(f"rankbits: continuing {latest[-1]}", flush=True)
         plan_progress(clear_interrupted(root))
         fit_tuner(restore(latest[-1]), root, None)
-    done = len(results_io.collect(root))
+    done = len(results_io.collect(root, reeval=False))  # the search's own trials: not its re-evaluations
     remaining = args.trials - done
     print(
         f"rankbits: pareto search on {base.task.name} with {base.model.name}: {done} trials done, {max(0, remaining)} "
@@ -292,6 +297,14 @@ def _search(args: argparse.Namespace) -> int:
         tuner = new_tuner(target, None, tune_config, make_callbacks(root, None, remaining))
         plan_progress(remaining)
         fit_tuner(tuner, root, None)
+    if args.reeval_seeds:  # the front again on further seeds, then reported on means (search/reeval.py)
+        from search.reeval import report_means, run_reeval
+
+        run_reeval(args, root, objectives)
+        code = finish(root, objectives)
+        if code == 0:
+            report_means(root, objectives)
+        return code
     return finish(root, objectives)
 
 

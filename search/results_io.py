@@ -81,11 +81,12 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
     return False
 
 
-NOT_COMPARED = ("created", "resumed", "ray_address", "trials")
-"""experiment.json keys a rerun may change (`trials`: a Pareto search may be extended)."""
+NOT_COMPARED = ("created", "resumed", "ray_address", "trials", "reeval_seeds")
+"""experiment.json keys a rerun may change (`trials`: a Pareto search may be extended; `reeval_seeds`: its front
+re-evaluated on more seeds)."""
 
 
-ADDED_LATER = ("harness",)
+ADDED_LATER = ("harness", "reeval_seeds")
 """experiment.json keys that older folders lack: a rerun of such a folder is not refused for them."""
 
 

@@ -369,15 +369,20 @@ def clear_interrupted(root: Path) -> int:
 
 
 def build_or_restore(
-    root: Path, param_space: dict[str, Any] | None, tune_config: Any, callbacks: list[Any], resume: bool
+    root: Path,
+    param_space: dict[str, Any] | None,
+    tune_config: Any,
+    callbacks: list[Any],
+    resume: bool,
+    path: Path | None = None,
 ) -> Any:
-    """A Tuner writing into root/tune, or the restored one when that experiment exists."""
+    """A Tuner writing into `path` (default root/tune), or the restored one when that experiment exists."""
     from ray import tune
 
-    path = tune_dir(root)
+    path = tune_dir(root) if path is None else path
     if resume and path.exists() and tune.Tuner.can_restore(str(path.resolve())):
         return restore(path)
     if path.exists():  # started but never saved its state: keep the trials it finished, start the rest afresh
-        aside = path.with_name(f"tune.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside = path.with_name(f"{path.name}.incomplete-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
     return new_tuner(path, param_space, tune_config, callbacks)

@@ -241,6 +241,7 @@ for _column in (
     Column("memory_measure", "string"),
     Column("data_note", "string"),
     Column("perplexity_convention", "string"),
+    Column("config_key", "string", source="derived", planned=True),  # trainables.config.config_key: no seed
     Column("n_layers", "Int64", summary=False),
     Column("origin", "string", summary=False),
     Column("tune_iterations", "Int64", summary=False),

@@ -7,6 +7,7 @@ with `TrialConfig.from_dict`. Every field has a default, experiment files and `-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -405,6 +406,55 @@ class TrialConfig:
             hint = _field_types(SECTIONS[section])[name]
             data[section][name] = parse_value(raw, hint, f"{section}.{name}") if isinstance(raw, str) else raw
         return TrialConfig.from_dict(data)
+
+
+NOT_IN_CONFIG_KEY = (
+    "config_id",
+    "training.seed",
+    "training.threads",
+    "training.memory_fraction",
+    "training.log_every",
+    "training.eval_every",
+    "model.cache_dir",
+    "task.data_dir",
+)
+"""What `config_key` leaves out: the grid label (`config_id`: the same settings under another name are the same
+configuration), the training seed (seeds are repeats of one configuration), and the harness- and recording-only
+fields: torch threads and the memory cap (set per trial from its resource share), how often progress is logged
+and the task metric reported (`eval_every`, for ASHA), where converted models are cached and where the data files
+lie (`data_dir`: the same data under another path). Everything else (task, model, bits, adapter, training
+schedule, device, compute dtype, checkpointing, ...) is part of the key."""
+
+
+@functools.cache
+def _default_dict() -> dict[str, Any]:
+    return TrialConfig().to_dict()  # read only
+
+
+def config_key(cfg: TrialConfig) -> str:
+    """A short stable id of the trial's settings without the seed: 12 hex digits of the SHA-1 of its JSON.
+
+    Hashed: `cfg.to_dict()` less `NOT_IN_CONFIG_KEY` and less every field equal to its dataclass default (so a
+    setting added in a later version, left at its default, keeps the keys of older results), as sorted-key
+    compact JSON. Two trials have the same key exactly when they differ at most in those fields: several seeds of
+    one configuration share it, and analysis pools them by it (`analysis.seeds`)."""
+    import hashlib
+
+    data = cfg.to_dict()
+    defaults = _default_dict()
+    for dotted in NOT_IN_CONFIG_KEY:
+        section, _, name = dotted.partition(".")
+        if name:
+            data[section].pop(name, None)
+        else:
+            data.pop(section, None)
+    kept: dict[str, Any] = {}
+    for section, values in data.items():
+        changed = {k: v for k, v in values.items() if v != defaults[section].get(k)}
+        if changed:
+            kept[section] = changed
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _section_from_dict(cls: type, data: dict[str, Any], section: str) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trainables.columns import COLUMNS, Column, summary_columns
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, config_key
 from trainables.precisions import quantization_label
 from trainables.result import TrialResult, TrialStatus
 
@@ -58,6 +58,7 @@ def flatten(trial_id: str, cfg: TrialConfig, result: TrialResult) -> dict[str, A
 
 DERIVED: dict[str, Callable[[str, TrialConfig, TrialResult], Any]] = {
     "trial_id": lambda trial_id, cfg, result: trial_id,
+    "config_key": lambda trial_id, cfg, result: config_key(cfg),
     "quantization": lambda trial_id, cfg, result: (
         quantization_label(result.bits_per_layer) if result.bits_per_layer else _planned_quant(cfg)
     ),

@@ -15,6 +15,9 @@ results/<name>/
       trial_result.json    rankbits' own record of a finished trial: {"trial_id", "started", "config", "result"}
       interrupted          left by the driver when Ctrl-C cut the trial short
       adapter/             the trained PEFT adapter
+  tune-reeval/, ...        `pareto --reeval-seeds N`: the front's configs again on seeds seed+1..seed+N
+  pareto.csv               Pareto search: the front of its runs (every row of the analysis frame)
+  pareto_means.csv         `--reeval-seeds`: the front on means over seeds, mean / std / n per objective
 
 `trial_result.json` is the source of truth for a trial that has one. A trial without it (killed, raised, stopped
 early by a scheduler, interrupted) is rebuilt from Tune's files with one status rule (`tune_status`) and one id rule
@@ -43,6 +46,12 @@ SPEC_FILE = "experiment.json"
 SUMMARY_FILE = "experiment_summary.csv"
 ALL_RESULTS_FILE = "all_results.json"
 TUNE_DIR = "tune"
+REEVAL_DIR = "tune-reeval"
+"""`pareto --reeval-seeds`: the Tune experiment of the front's re-runs on further seeds (`tune-reeval-2`, ... when
+a later run re-evaluates new front points); kept apart from the search's own `tune*/` folders."""
+PARETO_FILE = "pareto.csv"
+PARETO_MEANS_FILE = "pareto_means.csv"
+"""`pareto --reeval-seeds`: the front on means over seeds, one row per configuration (`analysis.seeds`)."""
 RESULT_FILE = "trial_result.json"
 """rankbits' record of a finished trial, in its Tune trial folder (and in a `rankbits run` output folder)."""
 REPORTS_FILE = "result.json"
@@ -407,24 +416,55 @@ def tune_dir(root: Path) -> Path:
     return Path(root) / TUNE_DIR
 
 
-def tune_dirs(root: Path) -> list[Path]:
+def tune_dirs(root: Path, reeval: bool = True) -> list[Path]:
     """Tune experiment folders in the order they were run: `tune.incomplete-*` (runs that died before Tune saved
-    their state; their finished trials still count), `tune`, then `tune-2`, `tune-3`, ... (later extensions)."""
+    their state; their finished trials still count), `tune`, then `tune-2`, `tune-3`, ... (later extensions), then
+    the re-evaluation runs of `pareto --reeval-seeds` (`reeval_dirs`; `reeval=False` leaves them out: the search's
+    own trials only)."""
     root = Path(root)
     incomplete = sorted(root.glob(f"{TUNE_DIR}.incomplete-*"))
     extra = sorted(
-        root.glob(f"{TUNE_DIR}-*"),
+        (p for p in root.glob(f"{TUNE_DIR}-*") if not is_reeval_dir(p)),
         key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else 0,
     )
-    return [p for p in incomplete + [tune_dir(root)] + extra if p.is_dir()]
+    found = incomplete + [tune_dir(root)] + extra + (reeval_dirs(root) if reeval else [])
+    return [p for p in found if p.is_dir()]
 
 
 def next_tune_dir(root: Path) -> Path:
     """Where the next extension of a search writes its Tune experiment: `tune`, else `tune-<n+1>`."""
-    dirs = [p for p in tune_dirs(root) if ".incomplete-" not in p.name]
+    dirs = [p for p in tune_dirs(root, reeval=False) if ".incomplete-" not in p.name]
     if not dirs:
         return tune_dir(root)
     return Path(root) / f"{TUNE_DIR}-{len(dirs) + 1}"
+
+
+def is_reeval_dir(path: str | Path) -> bool:
+    """Whether a folder holds re-evaluation trials (`REEVAL_DIR`, `tune-reeval-2`, `tune-reeval.incomplete-*`)."""
+    name = Path(path).name
+    return name == REEVAL_DIR or name.startswith((f"{REEVAL_DIR}-", f"{REEVAL_DIR}."))
+
+
+def reeval_dirs(root: Path) -> list[Path]:
+    """The re-evaluation Tune experiments in the order they were run: `tune-reeval.incomplete-*`, `tune-reeval`,
+    `tune-reeval-2`, ..."""
+    root = Path(root)
+    incomplete = sorted(root.glob(f"{REEVAL_DIR}.incomplete-*"))
+    runs = sorted(
+        (
+            p
+            for p in root.glob(f"{REEVAL_DIR}*")
+            if p.name == REEVAL_DIR or p.name[len(REEVAL_DIR) :][1:].isdigit()
+        ),
+        key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name != REEVAL_DIR else 1,
+    )
+    return [p for p in incomplete + runs if p.is_dir()]
+
+
+def next_reeval_dir(root: Path) -> Path:
+    """Where the next re-evaluation run writes its Tune experiment: `tune-reeval`, else `tune-reeval-<n+1>`."""
+    dirs = [p for p in reeval_dirs(root) if ".incomplete-" not in p.name]
+    return Path(root) / (REEVAL_DIR if not dirs else f"{REEVAL_DIR}-{len(dirs) + 1}")
 
 
 _MARKERS = (RESULT_FILE, REPORTS_FILE, PARAMS_FILE, ERROR_FILE)
@@ -438,11 +478,12 @@ def _trial_folders(base: Path) -> Iterator[Path]:
                 yield path
 
 
-def trials(root: str | Path) -> list[TrialFolder]:
+def trials(root: str | Path, reeval: bool = True) -> list[TrialFolder]:
     """Every trial of a results folder, one per trial id, in the order they started (seconds since the epoch;
-    ties by folder name). A trial id seen in several Tune folders (a rerun after a crash) keeps its latest folder."""
+    ties by folder name). A trial id seen in several Tune folders (a rerun after a crash) keeps its latest folder.
+    `reeval=False`: without the re-evaluation runs (`reeval_dirs`)."""
     found: dict[str, TrialFolder] = {}
-    for base in tune_dirs(Path(root)):
+    for base in tune_dirs(Path(root), reeval):
         read = [t for t in map(read_trial, _trial_folders(base)) if t is not None]
         for trial in sorted(read, key=lambda t: (t.started, t.path.name)):
             found.pop(trial.trial_id, None)
@@ -450,8 +491,9 @@ def trials(root: str | Path) -> list[TrialFolder]:
     return sorted(found.values(), key=lambda t: (t.started, t.path.name))
 
 
-def collect(root: str | Path) -> list[dict[str, Any]]:
+def collect(root: str | Path, reeval: bool = True) -> list[dict[str, Any]]:
     """Every trial of the experiment as {"trial_id", "config", "result"} (the all_results.json entries), one per
     trial id, in start order. Trials without trial_result.json are rebuilt from Tune's files (failed, stopped,
-    interrupted: see `tune_status`); those whose params.json holds no readable config are left out."""
-    return [t.entry for t in trials(root) if t.entry is not None]
+    interrupted: see `tune_status`); those whose params.json holds no readable config are left out.
+    `reeval=False`: the search's own trials, without its re-evaluation runs (`reeval_dirs`)."""
+    return [t.entry for t in trials(root, reeval) if t.entry is not None]
