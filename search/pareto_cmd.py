@@ -301,15 +301,17 @@ def _search(args: argparse.Namespace) -> int:
         from search.reeval import report_means, run_reeval
 
         run_reeval(args, root, objectives)
-        code = finish(root, objectives)
+        code = finish(root, objectives, args.seed)
         if code == 0:
             report_means(root, objectives)
         return code
-    return finish(root, objectives)
+    return finish(root, objectives, args.seed)
 
 
-def finish(root: Path, objectives: dict[str, str]) -> int:
-    """Summary files, the Pareto set (pareto.csv) and the terminal tables."""
+def finish(root: Path, objectives: dict[str, str], seed: int | None = None) -> int:
+    """Summary files, the Pareto set (pareto.csv) and the terminal tables. `seed`: the search's own seed; the
+    Pareto set is drawn from its trials only (re-evaluations on further seeds are reported on means, in
+    pareto_means.csv), so no single lucky re-run of a seed lands on it."""
     from analysis import load_results, pareto_front
     from analysis.report import pareto_table, text_table
     from search import results_io
@@ -325,7 +327,10 @@ def finish(root: Path, objectives: dict[str, str]) -> int:
     if not any(r["status"] == "completed" for r in table):
         print("no completed trial: no Pareto set")
         return 1
-    front = pareto_front(load_results(root), objectives)
+    df = load_results(root)
+    if seed is not None and "seed" in df:
+        df = df[df["seed"] == seed]
+    front = pareto_front(df, objectives)
     atomic_write_text(root / "pareto.csv", front.to_csv(index=False))
     print(f"\nPareto set ({len(front)} of {counts.get('completed', 0)} completed):")
     print(text_table(pareto_table(front, objectives)))  # the report's table: digits from trainables.columns

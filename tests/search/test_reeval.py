@@ -134,3 +134,27 @@ def test_older_folders_and_a_changed_n_still_resume(tmp_path: Path) -> None:
     assert results_io.prepare_folder(tmp_path, {**spec, "reeval_seeds": 2}, True, False)
     (tmp_path / "experiment.json").write_text(json.dumps({**spec, "reeval_seeds": 1}))
     assert results_io.prepare_folder(tmp_path, {**spec, "reeval_seeds": 2}, True, False)
+
+
+def test_pareto_csv_is_the_search_seeds_front_not_a_lucky_reeval_run(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    from search import pareto_cmd
+
+    rows = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c"],
+            "status": ["completed"] * 3,
+            "seed": [0, 0, 1],
+            "accuracy": [0.80, 0.70, 0.95],  # c: a re-evaluation of b on seed 1 that happened to score high
+            "peak_memory_mb": [500.0, 400.0, 400.0],
+        }
+    )
+    monkeypatch.setattr("search.results_io.write_summary", lambda root: rows.to_dict("records"))
+    monkeypatch.setattr("search.results_io.table_text", lambda table: "")
+    monkeypatch.setattr("analysis.load_results", lambda root: rows)
+    monkeypatch.setattr("analysis.report.pareto_table", lambda front, objectives: front)
+    monkeypatch.setattr("analysis.report.text_table", lambda table: "")
+    assert pareto_cmd.finish(tmp_path, {"accuracy": "max", "peak_memory_mb": "min"}, seed=0) == 0
+    front = pd.read_csv(tmp_path / "pareto.csv")
+    assert sorted(front["trial_id"]) == ["a", "b"]
