@@ -14,11 +14,11 @@ outside fit()'s timed load / train / eval phases (tokenizer, data, writing the a
 also the start of the template process that imports torch, transformers, peft and bitsandbytes, from which every
 CPU trial is forked: see `trainables/forked.py`).
 
-    python benchmarks/harness_overhead.py --quick   # B-FP, B-Q4 on minilm-l6 SST-2, 10 steps
+    python benchmarks/harness_overhead.py --quick   # B-FP, B-Q4 on minilm-l6 SST-2, 3 steps
     python benchmarks/harness_overhead.py           # 16-bit, 4-bit, mixed: 200 steps (over a minute each here)
 
 The quick form sets OMP_WAIT_POLICY=PASSIVE on both sides (see `benchlib.passive_omp`): the grid gives a lone trial
-every core, and on a shared 2-core machine spinning OpenMP threads turned 10 training steps into minutes of noise.
+every core, and on a shared 2-core machine spinning OpenMP threads turned a few training steps into minutes of noise.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import benchlib
 from benchlib import Report, Row
 
 NAME = "harness_overhead"
-QUICK = {"configs": "B-FP,B-Q4", "steps": 10, "eval_examples": 64}
+QUICK = {"configs": "B-FP,B-Q4", "steps": 3, "eval_examples": 16}
 FULL = {"configs": "B-FP,B-Q4,Joint-2", "steps": 200, "eval_examples": None}
 
 

@@ -12,7 +12,7 @@ For every grid config (each fit() in a fresh Python process, so one trial's peak
 - the loading peak (`peak_load_memory_mb`: load, quantize, attach adapters) against the float32 model's size
   (layers are converted one at a time, so loading should not need a second full-precision copy).
 
-    python benchmarks/memory_exactness.py --quick   # B-FP, B-Q4, Joint-2 on minilm-l6, 10 steps, 1 thread
+    python benchmarks/memory_exactness.py --quick   # B-FP, B-Q4, Joint-2 on minilm-l6, 4 steps, 1 thread
     python benchmarks/memory_exactness.py           # all six on minilm-l6 (300 steps) and smollm2-135m (30 steps)
     python benchmarks/memory_exactness.py --from-results results/ref-sst2 results/ref-wt2
 
@@ -22,7 +22,7 @@ config on both models, and the formulas are computed here from each trial's stor
 
 The quick form uses one torch thread (a shared 2-core machine; see throughput.py); the full form torch's default.
 The CPU memory model was fitted to 300-step runs (the process RSS high-water mark, which grows while glibc keeps
-freed tensor memory), so the quick form's 10-step runs measure well below the prediction.
+freed tensor memory), so the quick form's 4-step runs measure well below the prediction.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from benchlib import Report, Row
 
 NAME = "memory_exactness"
 ALL_CONFIGS = "B-FP,B-Q4,B-Ada,Joint-1,Joint-2,Joint-3"
-QUICK = {"runs": [("minilm-l6", "sst2", 10)], "configs": "B-FP,B-Q4,Joint-2", "threads": 1}
+QUICK = {"runs": [("minilm-l6", "sst2", 4)], "configs": "B-FP,B-Q4,Joint-2", "threads": 1}
 FULL = {
     "runs": [("minilm-l6", "sst2", 300), ("smollm2-135m", "wikitext2", 30)],
     "configs": ALL_CONFIGS,

@@ -16,7 +16,7 @@ on rankbits' own side: B-Q4 with the defaults (compute dtype `auto`, checkpointi
 regime (float32 compute, no checkpointing), peak ratio (goal <= 0.40) and perplexity ratio (goal within 3%), both
 evaluated on the same test tokens.
 
-    python benchmarks/standard_path.py --quick    # tiny-llama, 3 steps of 4 x 64 tokens, 1 torch thread
+    python benchmarks/standard_path.py --quick    # tiny-llama, 3 steps of 4 x 64 tokens, 1 torch thread, 3 of the rows
     python benchmarks/standard_path.py            # smollm2-135m, 6 steps of 4 x 256 tokens (note: its weights
                                                   # come from a Q4_1 GGUF, so NF4 re-quantizes 4-bit weights)
     python benchmarks/standard_path.py --model /path/to/model-folder --steps 20 --device cuda
@@ -38,8 +38,6 @@ import benchlib
 from benchlib import Report, Row
 
 NAME = "standard_path"
-QUICK = {"model": "tiny-llama", "steps": 3, "batch": 4, "seq_len": 64, "threads": 1, "eval_tokens": 512}
-FULL = {"model": "smollm2-135m", "steps": 6, "batch": 4, "seq_len": 256, "threads": None, "eval_tokens": 2048}
 VARIANTS = [
     (4, "bfloat16", False),
     (4, "bfloat16", True),
@@ -48,6 +46,27 @@ VARIANTS = [
     (4, "float32", False),
     (4, "float32", True),
 ]
+QUICK_VARIANTS = [(4, "bfloat16", True), (16, "bfloat16", False), (4, "float32", False)]
+"""The quick form's rows (a plumbing check): both bit widths, both computes, checkpointing off and on; each row is
+two fresh processes, the cost of the quick form."""
+QUICK = {
+    "model": "tiny-llama",
+    "steps": 3,
+    "batch": 4,
+    "seq_len": 64,
+    "threads": 1,
+    "eval_tokens": 512,
+    "variants": QUICK_VARIANTS,
+}
+FULL = {
+    "model": "smollm2-135m",
+    "steps": 6,
+    "batch": 4,
+    "seq_len": 256,
+    "threads": None,
+    "eval_tokens": 2048,
+    "variants": VARIANTS,
+}
 COLUMNS = ["bits", "compute", "ckpt", "std_peak_MB", "rb_peak_MB", "rb_predicted_MB", "peak_ratio"]
 SPEED_COLUMNS = ["bits", "compute", "ckpt", "std_tok_s", "rb_tok_s", "speed_ratio"]
 
@@ -88,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seq_len = args.seq_len or form["seq_len"]
     args.threads = args.threads or form["threads"]
     args.eval_tokens = form["eval_tokens"]
+    args.variants = form["variants"]
     args.computes = [c.strip() for c in args.computes.split(",") if c.strip()]
     return args
 
@@ -343,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-standard-") as tmp:
         args.folder = model_folder(args.model, Path(tmp))
         old = side(args, "rankbits", (4, "float32", False), Path(tmp), evaluate=True)
-        variants = [v for v in VARIANTS if v[1] in args.computes or v == (4, "float32", False)]
+        variants = [v for v in args.variants if v[1] in args.computes or v == (4, "float32", False)]
         for variant in [] if args.check_only else variants:
             std = side(args, "standard", variant, Path(tmp))
             rb = old if variant == (4, "float32", False) else side(args, "rankbits", variant, Path(tmp))

@@ -19,7 +19,7 @@ repeats (runs of one side spread by +-10% at 2 threads on 2 cores) cancels.
 Threads: the quick form uses one torch thread on both sides. On a 2-core machine that another process keeps busy,
 two threads made every step 5-20x slower (8-bit layers most), which says nothing about either loop.
 
-    python benchmarks/throughput.py --quick   # minilm-l6 SST-2, 15 steps, 1 repeat, 1 torch thread
+    python benchmarks/throughput.py --quick   # minilm-l6 SST-2, 5 steps, 1 repeat, 1 torch thread
     python benchmarks/throughput.py           # minilm-l6, 40 steps; smollm2-135m WikiText-2, 3 steps; 4 repeats
 """
 
@@ -37,7 +37,7 @@ from benchlib import Report, Row
 
 NAME = "throughput"
 BASES = ("16-bit", "4-bit", "8-bit", "mixed 8/4")
-QUICK = {"runs": [("minilm-l6", "sst2", 15)], "repeats": 1, "threads": 1}
+QUICK = {"runs": [("minilm-l6", "sst2", 5)], "repeats": 1, "threads": 1}
 FULL = {"runs": [("minilm-l6", "sst2", 40), ("smollm2-135m", "wikitext2", 3)], "repeats": 4, "threads": None}
 WARMUP_STEPS = 2
 
