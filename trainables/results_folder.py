@@ -15,6 +15,7 @@ results/<name>/
       trial_result.json    rankbits' own record of a finished trial: {"trial_id", "started", "config", "result"}
       interrupted          left by the driver when Ctrl-C cut the trial short
       adapter/             the trained PEFT adapter
+  screen.csv               `pareto --screen`: the zero-training evaluation of the screened candidates
 
 `trial_result.json` is the source of truth for a trial that has one. A trial without it (killed, raised, stopped
 early by a scheduler, interrupted) is rebuilt from Tune's files with one status rule (`tune_status`) and one id rule
@@ -48,6 +49,8 @@ RESULT_FILE = "trial_result.json"
 REPORTS_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
+SCREEN_FILE = "screen.csv"
+"""`rankbits pareto --screen`'s candidates, one row each: their zero-training scores (`trainables.screen`)."""
 INTERRUPTED_FILE = "interrupted"
 """Left in a trial folder by the driver when Ctrl-C cut the trial short (search.tuner.fit_tuner)."""
 
