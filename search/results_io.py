@@ -85,7 +85,7 @@ NOT_COMPARED = ("created", "resumed", "ray_address", "trials")
 """experiment.json keys a rerun may change (`trials`: a Pareto search may be extended)."""
 
 
-ADDED_LATER = ("harness",)
+ADDED_LATER = ("harness", "guided")
 """experiment.json keys that older folders lack: a rerun of such a folder is not refused for them."""
 
 
