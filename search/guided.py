@@ -185,8 +185,8 @@ def budget_fractions(n: int) -> list[float]:
 class WarmPoint:
     """One warm-start allocation and the search-space point that stands for it."""
 
-    budget_mb: float
-    """The weight-memory budget it was solved for (MB = 2^20 bytes)."""
+    budget_bytes: float
+    """The weight-memory budget it was solved for (bytes)."""
     allocation: list[int]
     """The knapsack's bits per block."""
     n_high: int
@@ -195,6 +195,11 @@ class WarmPoint:
     """Whether the allocation is that top-n_high set itself (else: the largest top-k set within the budget)."""
     point: dict[str, Any] = field(default_factory=dict)
     """The parameters to enqueue (valid in both spaces)."""
+
+    @property
+    def budget_mb(self) -> float:
+        """The budget in MB (2^20 bytes)."""
+        return self.budget_bytes / (1024 * 1024)
 
 
 def allocation_point(n_high: int, base: TrialConfig) -> dict[str, Any]:
@@ -220,7 +225,6 @@ def warm_start_points(
     8 bits or does not match the model."""
     from trainables import allocation
     from trainables.devices import dtype_bytes, resolve_compute_dtype
-    from trainables.memory import MB
 
     low, high = WARM_BITS
     table._need(low, high)
@@ -243,7 +247,7 @@ def warm_start_points(
                 k += 1
         if any(w.n_high == k for w in out):
             continue
-        out.append(WarmPoint(round(budget / MB, 3), list(alloc.choices), k, exact, allocation_point(k, base)))
+        out.append(WarmPoint(budget, list(alloc.choices), k, exact, allocation_point(k, base)))
     return out
 
 
