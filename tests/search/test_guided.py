@@ -262,3 +262,36 @@ def test_options_and_refusals_are_one_line():
     guided.check(GuidedOptions(screen=4), "wikitext2", enqueue_grid=False)
     with pytest.raises(ConfigError, match="--enqueue-grid needs --space full"):
         guided.check(GuidedOptions(space="reduced"), "wikitext2", enqueue_grid=True)
+
+
+def _parsed(argv):
+    from search import cli
+
+    args = cli.build_parser(argv).parse_args(argv)
+    args.given = cli.given_flags(argv)
+    return args
+
+
+def test_resume_restores_the_guided_flags_and_old_folders_keep_the_defaults(tmp_path):
+    import json
+
+    from search import grid_cmd, pareto_cmd, results_io
+    from search.common import adopt_spec
+
+    recorded = {"warm_start": 4, "space": "reduced", "screen": 8, "screen_examples": 12}
+    spec = {"kind": "pareto", "task": "wikitext2", "model": "tiny-llama", "trials": 6, "guided": recorded}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "experiment.json").write_text(json.dumps(spec))
+    args = _parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume"])
+    adopt_spec(args, grid_cmd.root_of(args), pareto_cmd.PARETO_FLAGS)
+    assert guided.options_of(args).to_dict() == recorded
+    bad = _parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume", "--space", "full"])
+    with pytest.raises(ConfigError, match="--space 'full'"):
+        adopt_spec(bad, grid_cmd.root_of(bad), pareto_cmd.PARETO_FLAGS)
+    # a folder written before the guided flags existed resumes with the defaults (the full space, unchanged)
+    old = {k: v for k, v in spec.items() if k != "guided"}
+    (tmp_path / "p" / "experiment.json").write_text(json.dumps(old))
+    args = _parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--resume"])
+    adopt_spec(args, grid_cmd.root_of(args), pareto_cmd.PARETO_FLAGS)
+    assert guided.options_of(args) == GuidedOptions()
+    assert "guided" in results_io.ADDED_LATER
