@@ -445,7 +445,8 @@ def plan(
     before: list[dict[str, Any]] | None = None,
 ) -> GuidedPlan:
     """The order (measured once, when the options need one) and, for a `fresh` study, the points to enqueue
-    after `before` (the grid's): warm starts, then screen survivors, each once. Prints what it does."""
+    after `before` (the grid's): warm starts (those predicted over `budget_mb` left out), then screen survivors,
+    each once. Prints what it does."""
     from spaces.pareto import checkpointing_choices
 
     out = GuidedPlan()
@@ -468,6 +469,16 @@ def plan(
         warm = warm_start_points(table, arch, base, options.warm_start, device_kind, out.order)
         keys = {_key(c) for c in taken}
         out.warm = [w for w in warm if _key(config(w.point)) not in keys]  # e.g. all 4-bit = the grid's B-Q4
+        if budget_mb is not None:  # a point predicted over the budget would never train: not worth a trial
+            from trainables.predict import predicted_peak_mb
+
+            over = [w for w in out.warm if predicted_peak_mb(config(w.point), device_kind, arch) > budget_mb]
+            if over:
+                print(
+                    f"rankbits: {len(over)} warm start(s) predicted over --memory-budget-mb {budget_mb:g} left out",
+                    flush=True,
+                )
+            out.warm = [w for w in out.warm if w not in over]
         taken += [config(w.point) for w in out.warm]
         for w in out.warm:
             print(

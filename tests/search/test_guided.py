@@ -110,7 +110,7 @@ def patched_table(monkeypatch):
     return table
 
 
-def _plan(options, tmp_path, before=None, base=None):
+def _plan(options, tmp_path, before=None, base=None, budget_mb=None):
     base = base or base_cfg()
     return guided.plan(
         options,
@@ -118,7 +118,7 @@ def _plan(options, tmp_path, before=None, base=None):
         num_layers=2,
         arch=arch_for(base),
         device_kind="cpu",
-        budget_mb=None,
+        budget_mb=budget_mb,
         objectives=OBJ,
         methods=["lora", "adalora"],
         root=tmp_path,
@@ -163,6 +163,18 @@ def test_warm_start_points_are_enqueued_after_the_grid_and_before_the_sampler(pa
     assert [t.config_id for t in trials[:6]] == ["B-FP", "B-Q4", "B-Ada", "Joint-1", "Joint-2", "Joint-3"]
     assert [t.quantization.bits_per_layer(2) for t in trials[6:8]] == [[4, 8], [8, 8]]
     assert [w.allocation for w in plan.warm] == [[4, 8], [8, 8]]
+
+
+def test_warm_starts_predicted_over_the_memory_budget_are_left_out(patched_table, tmp_path):
+    from trainables.predict import predicted_peak_mb
+
+    base = base_cfg()
+    every = _plan(GuidedOptions(warm_start=3, space="reduced"), tmp_path)
+    peaks = [predicted_peak_mb(point_config(p, base, 2, "reduced", [1, 0]), "cpu") for p in every.points]
+    assert peaks == sorted(peaks) and len(set(peaks)) == 3  # more 8-bit blocks, more weight bytes
+    budget = (peaks[1] + peaks[2]) / 2
+    kept = _plan(GuidedOptions(warm_start=3, space="reduced"), tmp_path, budget_mb=budget)
+    assert kept.points == every.points[:2]
 
 
 def test_reduced_space_search_starts_with_the_allocations(patched_table, tmp_path):
