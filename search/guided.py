@@ -457,7 +457,7 @@ def plan(
         print(
             f"rankbits: sensitivity order (most sensitive first): {' '.join(map(str, out.order))}", flush=True
         )
-    if not fresh:
+    if not fresh or not (options.warm_start or options.screen):
         return out
     checkpointing = checkpointing_choices(list(objectives), base)
 
