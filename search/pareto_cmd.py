@@ -24,6 +24,8 @@ from search.common import (
 )
 from search.grid_cmd import add_experiment_flags, root_of
 from search.reeval import REEVAL_FLAG, add_reeval_flag
+from search.guided import GUIDED_FLAGS
+from search.guided import add_flags as add_guided_flags
 from trainables.columns import objective_columns
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
@@ -63,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--asha", action="store_true", help="stop weak trials early on the task metric (ASHA)")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps per trial")
     add_reeval_flag(p)  # --reeval-seeds N (search/reeval.py)
+    add_guided_flags(p)  # --warm-start, --space, --screen, --screen-examples (search/guided.py)
     add_data_flag(p)
     add_set_flag(p)
     add_experiment_flags(p, default_name="pareto")
@@ -144,6 +147,7 @@ PARETO_FLAGS = [
     SpecFlag("trials", lambda s: s["trials"], must_match=False),
     REEVAL_FLAG,
     *HARNESS_FLAGS,
+    *GUIDED_FLAGS,
 ]
 """What `pareto --resume` reads back from experiment.json (--trials given again may differ: it extends)."""
 
@@ -158,7 +162,7 @@ def handle(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from ray import tune
 
-    from search import results_io
+    from search import guided, results_io
     from search.resources import detect_device, max_concurrency, resolve_harness
     from search.searcher import build_searcher, make_sampler, make_space, make_storage, study_size
     from search.tuner import (
@@ -185,6 +189,8 @@ def _search(args: argparse.Namespace) -> int:
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     objectives = parse_task_objectives(args.objectives, args.task)
+    guide_options = guided.options_of(args)
+    guided.check(guide_options, args.task, args.enqueue_grid)
     make_sampler(args.sampler, args.seed, len(objectives))  # gp without scipy fails before any write
     base = base_config(args)
     num_layers = preflight(base)
@@ -216,6 +222,7 @@ def _search(args: argparse.Namespace) -> int:
         "trials": args.trials,
         "reeval_seeds": args.reeval_seeds,
         "harness": harness.to_dict(),
+        "guided": guide_options.to_dict(),
     }
     if args.storage:
         make_storage(args.storage)  # a bad URL fails before anything is written
@@ -252,7 +259,22 @@ def _search(args: argparse.Namespace) -> int:
                 flush=True,
             )
         fresh_study = study_size(storage, args.name) == 0
-        points = grid_points(num_layers, methods) if args.enqueue_grid and fresh_study else None
+        points = grid_points(num_layers, methods) if args.enqueue_grid and fresh_study else []
+        guide = guided.plan(  # the block order for the space; warm-start and screened points after the grid's
+            guide_options,
+            base=base,
+            num_layers=num_layers,
+            arch=arch,
+            device_kind=device.kind,
+            budget_mb=budget,
+            objectives=objectives,
+            methods=methods,
+            root=root,
+            fresh=fresh_study,
+            seed=args.seed,
+            before=points,
+        )
+        points = [*points, *guide.points]
         target = results_io.next_tune_dir(root)
         searcher = build_searcher(
             space=make_space(
@@ -264,13 +286,15 @@ def _search(args: argparse.Namespace) -> int:
                 arch=arch,
                 objectives=list(objectives),
                 harness=harness,
+                search_space=guide_options.space,
+                order=guide.order,
             ),
             objectives=objectives,
             sampler=args.sampler,
             seed=args.seed,
             storage=storage,
             study_name=args.name,
-            points_to_evaluate=points,
+            points_to_evaluate=points or None,
             experiment_dir=target,
         )
         scheduler = None

@@ -86,7 +86,7 @@ NOT_COMPARED = ("created", "resumed", "ray_address", "trials", "reeval_seeds")
 re-evaluated on more seeds)."""
 
 
-ADDED_LATER = ("harness", "reeval_seeds")
+ADDED_LATER = ("harness", "reeval_seeds", "guided")
 """experiment.json keys that older folders lack: a rerun of such a folder is not refused for them."""
 
 

@@ -146,18 +146,22 @@ def space(
     arch: Any,
     objectives: list[str] | None = None,
     harness: Any = None,
+    search_space: str = "full",
+    order: list[int] | None = None,
 ) -> dict[str, Any]:
     """Ray's define-by-run function: sample, build the TrialConfig, predict its peak, decide its feasibility
-    (once, unrounded: predicted peak > budget_mb), plan its resources. Returns the trial's Tune config:
+    (once, unrounded: predicted peak > budget_mb), plan its resources. `search_space` and `order`: the space
+    (`spaces.pareto.SPACES`) and the measured block order it may place 8-bit blocks by (`spaces.pareto.propose`;
+    computed once by the caller). Returns the trial's Tune config:
     {"trial": TrialConfig dict, "memory_budget_mb", "predicted_peak_mb", "infeasible": bool, "known": result
     fields fixed without training, "threads", "memory_fraction", "forked", "resources"}."""
     from search.resources import plan_trial
-    from spaces.pareto import build_config, checkpointing_choices, runnable_methods, suggest_params
+    from spaces.pareto import build_config, checkpointing_choices, propose, runnable_methods
     from trainables.predict import predict_peak
 
     base_cfg = TrialConfig.from_dict(base)
     choices = checkpointing_choices(objectives or [], base_cfg)
-    params = suggest_params(trial, num_layers, runnable_methods(base_cfg), choices)
+    params = propose(trial, search_space, num_layers, runnable_methods(base_cfg), choices, order)
     cfg = build_config(params, base_cfg, num_layers)
     est = predict_peak(cfg, device.kind, arch)
     predicted = est.total_mb

@@ -9,7 +9,10 @@ sampled values into a TrialConfig. Parameters (every name below is an Optuna par
   `low_bits` (the searchable widths of `trainables.precisions`: 4, 8, 16) is every layer's width; when a wider
   one exists, `n_high` layers (0..L) get `high_bits` (a wider searchable width: 8 or 16 above 4, 16 above 8),
   placed by `placement`: `ends` (alternating first / last blocks, the grid's "critical layers"), `top` (last
-  blocks), `bottom` (first blocks), `middle` (around the centre). Optuna keeps one set of choices per parameter
+  blocks), `bottom` (first blocks), `middle` (around the centre), and, only when the search is given a measured
+  sensitivity order (`order`: block indices, most sensitive first), `sensitivity` (the first `n_high` blocks of
+  that order). A study keeps one choice list for `placement`: `rankbits pareto` records whether it had an order
+  (`--warm-start`, `--space reduced`) in experiment.json and `--resume` restores it. Optuna keeps one set of choices per parameter
   name, so a choice list other than the widest one (AdaLoRA without a precision that lacks its layer; the widths
   above 8 when a fourth width exists) gets its own name, e.g. `high_bits_12_16`.
 - LoRA rank budget: `rank_budget` is the mean rank per layer (2..16, even); `rank_spread` spreads it over layers:
@@ -24,6 +27,12 @@ sampled values into a TrialConfig. Parameters (every name below is an Optuna par
 
 The grid's six configs are points of this space (`grid_points`), so `--enqueue-grid` evaluates them first (those
 of a method the budget cannot run are left out).
+
+**Reduced space** (`suggest_reduced`, `rankbits pareto --space reduced`): `method`; every block at 4 bits and
+`n_high` (0..L) blocks at 8 bits, the first `n_high` of the sensitivity order; `rank_budget` with `rank_spread` in
+uniform / rising / falling for LoRA (no `per_layer`), `init_r` / `target_ratio` for AdaLoRA; `gradient_checkpointing`
+as above. The order is computed once by the caller and passed in, never per trial. A point of the reduced space with
+`placement: sensitivity` and `low_bits: 4`, `high_bits: 8` is the same config in the full space.
 """
 
 from __future__ import annotations
@@ -39,15 +48,26 @@ METHODS = ["lora", "adalora"]
 LOW_BITS = search_bits()
 """The built-in searchable widths (4, 8, 16); `suggest_params` reads the live registry."""
 PLACEMENTS = ["ends", "top", "bottom", "middle"]
+SENSITIVITY = "sensitivity"
+"""The placement that follows a measured order (offered only when the space is given one)."""
+SPACES = ("full", "reduced")
+"""`rankbits pareto --space`: the whole space (`suggest_params`) or the sensitivity-ordered one (`suggest_reduced`)."""
+REDUCED_BITS = (4, 8)
+"""The reduced space's widths: every block at the first, `n_high` blocks at the second."""
+REDUCED_SPREADS = ["uniform", "rising", "falling"]
 SPREADS = ["uniform", "rising", "falling", "per_layer"]
 INIT_RANKS = [4, 8, 12, 16]
 TARGET_RATIOS = [0.25, 0.33, 0.5, 0.75]
 MAX_RANK = 16
 
 
-def place_high(num_layers: int, n_high: int, placement: str) -> list[int]:
-    """Indices of the layers that get the higher bit width."""
+def place_high(num_layers: int, n_high: int, placement: str, order: list[int] | None = None) -> list[int]:
+    """Indices of the layers that get the higher bit width (ascending). `sensitivity` takes the first `n_high` of
+    `order` (block indices, most sensitive first); ConfigError when `order` is missing or not a permutation of the
+    layers."""
     n = max(0, min(n_high, num_layers))
+    if placement == SENSITIVITY:
+        return sorted(check_order(order, num_layers)[:n])
     if placement == "top":
         return list(range(num_layers - n, num_layers))
     if placement == "bottom":
@@ -61,6 +81,16 @@ def place_high(num_layers: int, n_high: int, placement: str) -> list[int]:
         if i not in chosen:
             chosen.append(i)
     return sorted(chosen[:n])
+
+
+def check_order(order: list[int] | None, num_layers: int) -> list[int]:
+    """`order` itself; ConfigError unless it holds every layer index 0..num_layers-1 exactly once."""
+    if order is None or sorted(order) != list(range(num_layers)):
+        raise ConfigError(
+            f"placement {SENSITIVITY!r} needs the measured block order of all {num_layers} blocks (got "
+            f"{order!r}); measure it with `rankbits sensitivity` for this model and task"
+        )
+    return list(order)
 
 
 def spread_ranks(num_layers: int, mean_rank: int, spread: str) -> list[int]:
@@ -97,12 +127,19 @@ def checkpointing_choices(objectives: list[str], base: TrialConfig) -> list[bool
 
 
 def suggest_params(
-    trial: Any, num_layers: int, methods: list[str] | None = None, checkpointing: list[bool] | None = None
+    trial: Any,
+    num_layers: int,
+    methods: list[str] | None = None,
+    checkpointing: list[bool] | None = None,
+    order: list[int] | None = None,
 ) -> dict[str, Any]:
     """Sample one point (define-by-run); returns the structural choices as plain values. `methods`: the adapter
     methods to choose from (default `METHODS`; pass `runnable_methods(base)` so every proposal can run);
     `checkpointing`: gradient-checkpointing settings to choose from (`checkpointing_choices`; default: not
-    sampled, the base config's setting stays)."""
+    sampled, the base config's setting stays); `order`: a measured sensitivity order (block indices, most
+    sensitive first), which adds the placement `sensitivity`."""
+    if order is not None:
+        check_order(order, num_layers)
     method = trial.suggest_categorical("method", list(methods or METHODS))
     everyone = search_bits()
     widths = [b for b in everyone if method != "adalora" or PRECISIONS[b].adalora]
@@ -113,16 +150,69 @@ def suggest_params(
         n_high = trial.suggest_int("n_high", 0, num_layers)
         if n_high:
             high = _suggest_width(trial, "high_bits", higher, everyone[1:])
-            placement = trial.suggest_categorical("placement", PLACEMENTS)
-            for i in place_high(num_layers, n_high, placement):
+            placements = PLACEMENTS + [SENSITIVITY] if order is not None else PLACEMENTS
+            placement = trial.suggest_categorical("placement", placements)
+            for i in place_high(num_layers, n_high, placement, order):
                 bits[i] = high
     out: dict[str, Any] = {"method": method, "bits": bits}
+    _suggest_rest(trial, out, num_layers, checkpointing, SPREADS)
+    return out
+
+
+def suggest_reduced(
+    trial: Any,
+    num_layers: int,
+    order: list[int],
+    methods: list[str] | None = None,
+    checkpointing: list[bool] | None = None,
+) -> dict[str, Any]:
+    """Sample one point of the reduced space (module docstring): every block at `REDUCED_BITS[0]` bits but the
+    first `n_high` blocks of `order` (block indices, most sensitive first, measured once by the caller) at
+    `REDUCED_BITS[1]`; LoRA ranks as a budget with a uniform / rising / falling spread, or AdaLoRA's init / target
+    rank. Returns the same dict as `suggest_params` (for `build_config`). ConfigError for a bad `order`, or a
+    registry whose searchable widths lack 4 or 8."""
+    check_order(order, num_layers)
+    low, high = REDUCED_BITS
+    if not set(REDUCED_BITS) <= set(search_bits()):
+        raise ConfigError(f"--space reduced needs the widths {low} and {high} among the searchable ones")
+    method = trial.suggest_categorical("method", list(methods or METHODS))
+    n_high = trial.suggest_int("n_high", 0, num_layers)
+    bits = [low] * num_layers
+    for i in order[:n_high]:
+        bits[i] = high
+    out: dict[str, Any] = {"method": method, "bits": bits}
+    _suggest_rest(trial, out, num_layers, checkpointing, REDUCED_SPREADS)
+    return out
+
+
+def propose(
+    trial: Any,
+    space: str,
+    num_layers: int,
+    methods: list[str] | None = None,
+    checkpointing: list[bool] | None = None,
+    order: list[int] | None = None,
+) -> dict[str, Any]:
+    """One point of `space` (`SPACES`): `suggest_params` (full) or `suggest_reduced` (needs `order`)."""
+    if space == "full":
+        return suggest_params(trial, num_layers, methods, checkpointing, order)
+    if space == "reduced":
+        if order is None:
+            raise ConfigError("--space reduced needs the measured sensitivity order of the blocks")
+        return suggest_reduced(trial, num_layers, order, methods, checkpointing)
+    raise ConfigError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+
+
+def _suggest_rest(
+    trial: Any, out: dict[str, Any], num_layers: int, checkpointing: list[bool] | None, spreads: list[str]
+) -> None:
+    """Into `out`: gradient checkpointing (when there is a choice) and the adapter's ranks for `out["method"]`."""
     if checkpointing and len(checkpointing) > 1:
         out["gradient_checkpointing"] = trial.suggest_categorical(
             "gradient_checkpointing", list(checkpointing)
         )
-    if method == "lora":
-        spread = trial.suggest_categorical("rank_spread", SPREADS)
+    if out["method"] == "lora":
+        spread = trial.suggest_categorical("rank_spread", spreads)
         if spread == "per_layer":
             out["ranks"] = [trial.suggest_int(f"rank_{i}", 1, MAX_RANK) for i in range(num_layers)]
         else:
@@ -133,7 +223,6 @@ def suggest_params(
         ratio = trial.suggest_categorical("target_ratio", TARGET_RATIOS)
         out["init_r"] = init_r
         out["target_r"] = max(1, round(init_r * ratio))
-    return out
 
 
 def _suggest_width(trial: Any, name: str, choices: list[int], widest: list[int]) -> int:

@@ -91,6 +91,41 @@ class Prepared:
     meter: PeakMeter
 
 
+def load_task_data(cfg: TrialConfig, tokenizer: Any, needed: int | None) -> tuple[Head, data.TaskData]:
+    """(the model head `cfg`'s task needs, its tokenized data): the task's `load_raw` and `prepare` with `cfg`'s
+    training settings; `needed`: classification training sentences to tokenize (None: all)."""
+    spec = get_task(cfg.task.name)
+    raw = spec.load_raw(cfg.task)
+    # the head: a classification task's classes as its data holds them
+    head = Head(spec.head_kind, len(raw.label_names)) if raw.label_names else spec.head(cfg.task)
+    task_data = spec.prepare(
+        raw,
+        cfg.task,
+        tokenizer,
+        cfg.training.seq_len,
+        cfg.training.batch_size,
+        cfg.training.seed,
+        needed,
+        cfg.training.eval_examples,
+        cfg.training.eval_tokens,
+    )
+    return head, task_data
+
+
+def build_quantized(
+    cfg: TrialConfig, head: Head, tokenizer: Any, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, str, Any, Any]:
+    """(model, block prefix, blocks, `quantize.QuantReport`): the base model loaded and every block converted
+    to `cfg`'s bits on `device`, before any adapter. Loads in the compute dtype `dtype` unless a block keeps
+    float32 weights (then float32, cast after quantizing)."""
+    bits = cfg.quantization.bits_per_layer(models.count_layers(cfg.model))
+    load_dtype = base_load_dtype(bits, cfg.quantization, dtype)
+    model = models.load_model(cfg.model, head, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
+    prefix, blocks = models.find_blocks(model)
+    report = quantize_model(model, blocks, cfg.quantization, device, dtype)
+    return model, prefix, blocks, report
+
+
 def prepare(cfg: TrialConfig) -> Prepared:
     """Everything before the first optimizer step: device, data, model, quantization, adapter."""
     quiet_libraries()
@@ -110,25 +145,10 @@ def prepare(cfg: TrialConfig) -> Prepared:
         compute_dtype=compute,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
     )
-    spec = get_task(cfg.task.name)
     tokenizer = models.load_tokenizer(cfg.model)
-    raw = spec.load_raw(cfg.task)
-    # the head: a classification task's classes as its data holds them
-    head = Head(spec.head_kind, len(raw.label_names)) if raw.label_names else spec.head(cfg.task)
     # Only the classification sentences the run will see are tokenized (epochs need them all).
     needed = None if cfg.training.epochs is not None else cfg.training.max_steps * cfg.training.batch_size
-    task_data = spec.prepare(
-        raw,
-        cfg.task,
-        tokenizer,
-        cfg.training.seq_len,
-        cfg.training.batch_size,
-        cfg.training.seed,
-        needed,
-        cfg.training.eval_examples,
-        cfg.training.eval_tokens,
-    )
-    del raw
+    head, task_data = load_task_data(cfg, tokenizer, needed)
     result.data_note = task_data.data_note
     if task_data.label_names is not None:
         result.num_classes, result.label_names = len(task_data.label_names), list(task_data.label_names)
@@ -142,12 +162,7 @@ def prepare(cfg: TrialConfig) -> Prepared:
     meter.set_baseline()
     meter.start_phase()
     t0 = time.perf_counter()
-    # Load in the compute dtype unless a block keeps float32 weights (then float32, cast after quantizing).
-    bits = cfg.quantization.bits_per_layer(models.count_layers(cfg.model))
-    load_dtype = base_load_dtype(bits, cfg.quantization, dtype)
-    model = models.load_model(cfg.model, head, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
-    prefix, blocks = models.find_blocks(model)
-    report = quantize_model(model, blocks, cfg.quantization, device, dtype)
+    model, prefix, blocks, report = build_quantized(cfg, head, tokenizer, device, dtype)
     if cfg.training.gradient_checkpointing:
         models.enable_gradient_checkpointing(model)
     base_params = sum(layer.n_weights for layer in report.layers) + sum(

@@ -16,8 +16,9 @@ results/<name>/
       interrupted          left by the driver when Ctrl-C cut the trial short
       adapter/             the trained PEFT adapter
   tune-reeval/, ...        `pareto --reeval-seeds N`: the front's configs again on seeds seed+1..seed+N
-  pareto.csv               Pareto search: the front of its runs (every row of the analysis frame)
+  pareto.csv               Pareto search: the front of its runs (the search's own seed)
   pareto_means.csv         `--reeval-seeds`: the front on means over seeds, mean / std / n per objective
+  screen.csv               `pareto --screen`: the zero-training evaluation of the screened candidates
 
 `trial_result.json` is the source of truth for a trial that has one. A trial without it (killed, raised, stopped
 early by a scheduler, interrupted) is rebuilt from Tune's files with one status rule (`tune_status`) and one id rule
@@ -57,6 +58,8 @@ RESULT_FILE = "trial_result.json"
 REPORTS_FILE = "result.json"
 PARAMS_FILE = "params.json"
 ERROR_FILE = "error.txt"
+SCREEN_FILE = "screen.csv"
+"""`rankbits pareto --screen`'s candidates, one row each: their zero-training scores (`trainables.screen`)."""
 INTERRUPTED_FILE = "interrupted"
 """Left in a trial folder by the driver when Ctrl-C cut the trial short (search.tuner.fit_tuner)."""
 

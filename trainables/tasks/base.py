@@ -78,6 +78,11 @@ class TaskSpec:
     """Whether it reads the user's data (`task.data`, `task.eval_data`, ...); tasks that don't refuse those."""
     local_files: ClassVar[tuple[str, ...]] = ()
     """Files it needs under a local data root (`task.data_dir` / `RANKBITS_DATA_DIR`), relative to it."""
+    untrained_metric_meaningful: ClassVar[bool] = False
+    """Whether the task metric of the model before any training step says something about a configuration
+    (`trainables.screen`, `rankbits pareto --screen`): true for language modelling (the pretrained head scores
+    the text, and quantization damage shows in perplexity), false for classification (a freshly initialised
+    head gives chance accuracy whatever the weights)."""
 
     @property
     def metric(self) -> str:
@@ -267,6 +272,7 @@ class LanguageModelTask(TaskSpec):
 
     head_kind = "causal_lm"
     metrics: ClassVar[Mapping[str, str]] = {"perplexity": "min"}
+    untrained_metric_meaningful: ClassVar[bool] = True
 
     def head(self, cfg: TaskConfig | None = None) -> Head:
         return Head("causal_lm")
