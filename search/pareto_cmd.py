@@ -23,9 +23,9 @@ from search.common import (
     task_spec,
 )
 from search.grid_cmd import add_experiment_flags, root_of
-from search.reeval import REEVAL_FLAG, add_reeval_flag
 from search.guided import GUIDED_FLAGS
 from search.guided import add_flags as add_guided_flags
+from search.reeval import REEVAL_FLAG, add_reeval_flag
 from trainables.columns import objective_columns
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError

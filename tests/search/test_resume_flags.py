@@ -118,7 +118,11 @@ def test_a_grid_folder_recording_models_of_tasks_it_does_not_run_still_resumes(t
     # since must not make them "a different experiment"
     from search import results_io
 
-    old = {"kind": "grid", "tasks": ["wikitext2"], "models": {"sst2": "minilm-l6", "wikitext2": "smollm2-135m"}}
+    old = {
+        "kind": "grid",
+        "tasks": ["wikitext2"],
+        "models": {"sst2": "minilm-l6", "wikitext2": "smollm2-135m"},
+    }
     results_io.write_spec(tmp_path, old)
     new = {"kind": "grid", "tasks": ["wikitext2"], "models": {"wikitext2": "smollm2-135m"}}
     assert results_io.prepare_folder(tmp_path, new, resume=True, overwrite=False)

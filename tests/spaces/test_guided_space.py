@@ -65,7 +65,9 @@ def test_full_space_offers_the_sensitivity_placement_only_with_an_order():
     point.update({"rank_spread": "uniform", "rank_budget": 8})
     without = fixed_trial(point)
     suggest_params(without, L)
-    assert without.distributions["placement"].choices == tuple(PLACEMENTS)  # existing studies resume unchanged
+    assert without.distributions["placement"].choices == tuple(
+        PLACEMENTS
+    )  # existing studies resume unchanged
     with_order = fixed_trial(point)
     suggest_params(with_order, L, order=ORDER)
     assert with_order.distributions["placement"].choices == (*PLACEMENTS, SENSITIVITY)
