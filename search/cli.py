@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from trainables.errors import ConfigError
 
@@ -40,12 +41,22 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if (
             "%(default)" in text
             or not action.option_strings
-            or default in (None, False, argparse.SUPPRESS)
+            or default is None
+            or default is False  # identity: 0 == False, and a default of 0 (e.g. --screen: off) is worth showing
+            or default == argparse.SUPPRESS
             or default == []
             or "default" in text
         ):
             return text
         return f"{text} (default: %(default)s)"
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the message and where to read more), exit 2, like every other bad
+    input; argparse's own prints the whole usage block first. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _chosen(argv: list[str]) -> str | None:
@@ -54,7 +65,7 @@ def _chosen(argv: list[str]) -> str | None:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; the subcommand named in `argv` gets its full options (every one when argv is None)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="rankbits",
         description="Which LoRA rank allocation and per-layer weight precision fit your memory best?",
     )

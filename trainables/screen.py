@@ -8,6 +8,10 @@ trial's adapter starts as a zero update (LoRA's B and AdaLoRA's singular values 
 would evaluate before training computes the same outputs; what the score measures is the damage of the config's
 bit allocation. `rankbits pareto --screen` uses it as the first rung of a multi-fidelity search.
 
+The sample is drawn from the task's **training** text (`calibration_sample`: `examples` rows chosen by the seed,
+as the sensitivity measurement does), never from the evaluation split: trials report their metric on the
+evaluation split, so choosing what to train by it would select on the test text.
+
 The score is meaningful only where the task's metric is meaningful untrained (`TaskSpec.untrained_metric_meaningful`:
 language modelling, whose pretrained head already predicts the text; not classification, whose new head gives
 chance accuracy whatever the weights): other tasks are refused (`check_screenable`).
@@ -24,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trainables.config import TrialConfig
+from trainables.data import TaskData
 from trainables.errors import ConfigError
 
 FIDELITY = "zero_training"
@@ -65,6 +70,20 @@ def check_screenable(task: str) -> None:
         )
 
 
+def calibration_sample(task_data: TaskData, examples: int, seed: int) -> TaskData:
+    """`task_data` whose evaluation rows are `examples` rows of its training data chosen by `seed` (all of them when
+    it holds fewer), so a score on it never touches the evaluation split. ConfigError for `examples` < 1."""
+    import dataclasses
+    import random
+
+    if examples < 1:
+        raise ConfigError(f"--screen-examples {examples}: must be >= 1")
+    pool = task_data.train
+    chosen = sorted(random.Random(seed).sample(range(len(pool.ids)), min(examples, len(pool.ids))))
+    labels = None if pool.labels is None else [pool.labels[i] for i in chosen]
+    return dataclasses.replace(task_data, eval_ids=[pool.ids[i] for i in chosen], eval_labels=labels)
+
+
 class Screener:
     """Zero-training scores of configurations that share `base`'s model, task and training settings (they differ
     in bits and adapter). Loads the tokenizer and data at construction: ConfigError for a task whose metric is
@@ -90,8 +109,9 @@ class Screener:
         self.tokenizer = models.load_tokenizer(base.model)
         from trainables.loop import load_task_data
 
-        # no training: one batch of classification sentences is tokenized, the evaluation sample in full
-        self.head, self.task_data = load_task_data(self.base, self.tokenizer, base.training.batch_size)
+        # no training: the sample comes from the training text (module docstring), never the evaluation split
+        self.head, task_data = load_task_data(self.base, self.tokenizer, None)
+        self.task_data = calibration_sample(task_data, examples, base.training.seed)
 
     def score(self, cfg: TrialConfig) -> ScreenScore:
         """`cfg`'s zero-training score on the sample. ConfigError when `cfg` differs from the base config in model,
@@ -127,7 +147,6 @@ class Screener:
 
 
 def screen_config(cfg: TrialConfig, examples: int) -> ScreenScore:
-    """Score one configuration with no training on its first `examples` evaluation rows (language modelling:
-    `examples` blocks of `training.seq_len` tokens, at most `training.eval_tokens`; classification: `examples`
-    rows); `cfg`'s device and compute dtype. Raises ConfigError as `Screener` does."""
+    """Score one configuration with no training on `examples` rows of its training data (`calibration_sample`;
+    language modelling: blocks of `training.seq_len` tokens); `cfg`'s device and compute dtype. Raises ConfigError as `Screener` does."""
     return Screener(cfg, examples).score(cfg)

@@ -38,3 +38,16 @@ def test_subcommand_help_shows_defaults_and_imports_only_that_command():
     assert "(default: sst2,wikitext2)" in flat and "(default: results)" in flat and "(default: 0)" in flat
     pareto = " ".join(help_of("pareto", "--help").split())
     assert "(default: 24)" in pareto and "(default: tpe)" in pareto
+
+
+def test_argparse_errors_are_one_line_with_exit_2(capsys):
+    import pytest
+
+    from search import cli
+
+    for argv in (["pareto", "--space", "bogus"], ["pareto", "--reeval-seeds", "-2"], ["grid", "--max-steps", "x"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error:" in err and "--help" in err, err

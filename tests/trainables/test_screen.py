@@ -22,7 +22,7 @@ def _cfg(tiny_data, task="wikitext2", model="tiny-llama", **quant):
 
 @pytest.fixture(scope="module")
 def screener(tiny_data):
-    return Screener(_cfg(tiny_data), examples=4)
+    return Screener(_cfg(tiny_data), examples=16)
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,10 @@ def scores(tiny_data, screener):
     return {bits: screener.score(_cfg(tiny_data, default_bits=bits)) for bits in (4, 8, 16)}
 
 
-def test_screen_scores_the_sample_and_names_its_fidelity(scores):
+def test_screen_scores_the_sample_and_names_its_fidelity(scores, screener):
     s = scores[8]
     assert s.fidelity == FIDELITY and s.metric == "perplexity"
-    assert s.eval_rows == 4  # 4 blocks of 32 tokens, not the default 32,768 tokens
+    assert s.eval_rows == min(16, len(screener.task_data.train.ids))  # blocks of 32 tokens, not 32,768 tokens
     assert s.value > 1 and s.loss > 0 and s.seconds > 0
     assert s.to_dict()["fidelity"] == FIDELITY
 
@@ -53,10 +53,14 @@ def test_screen_equals_the_trials_own_score_before_its_first_step(tiny_data, sco
     cfg = _cfg(tiny_data, default_bits=4).with_overrides(
         {"training.eval_examples": 4, "training.eval_tokens": 4 * 32}
     )
-    value, loss = loop.score(loop.prepare(cfg))
+    from trainables.screen import calibration_sample
+
+    p = loop.prepare(cfg)
+    p.task_data = calibration_sample(p.task_data, 16, cfg.training.seed)  # the screen's rows: training text
+    value, loss = loop.score(p)
     assert scores[4].value == pytest.approx(value, rel=1e-5)
     assert scores[4].loss == pytest.approx(loss, rel=1e-5)
-    again = screen_config(_cfg(tiny_data, default_bits=4), examples=4)  # deterministic
+    again = screen_config(_cfg(tiny_data, default_bits=4), examples=16)  # deterministic
     assert again.value == pytest.approx(scores[4].value, rel=1e-6)
 
 
@@ -78,3 +82,13 @@ def test_a_task_whose_metric_is_meaningless_untrained_is_refused(tiny_data):
 def test_examples_must_be_positive(tiny_data):
     with pytest.raises(ConfigError, match="--screen-examples 0"):
         screen_config(_cfg(tiny_data), examples=0)
+
+
+def test_the_screen_scores_training_text_never_the_evaluation_split(tiny_data, screener):
+    # trials report their metric on the evaluation split: a screen that chose on it would select on the test text
+    train = {tuple(ids) for ids in screener.task_data.train.ids}
+    assert screener.task_data.eval_ids and all(tuple(ids) in train for ids in screener.task_data.eval_ids)
+    from trainables import loop
+
+    _, trial_data = loop.load_task_data(screener.base, screener.tokenizer, None)
+    assert not {tuple(ids) for ids in trial_data.eval_ids} & {tuple(ids) for ids in screener.task_data.eval_ids}
