@@ -78,6 +78,8 @@ FULL_WIKITEXT2 = {
 """The task where bits matter (issue 15): 8 steps of 2 x 128 tokens and 4,096 eval tokens per trial, sized so that
 126 trials (3 methods x 3 seeds x 12 + the grid's 6 x 3) fit in about 90 minutes on 2 cores; SmolLM2's weights come
 from a Q4_1 GGUF file, so NF4 re-quantizes weights that were already 4-bit."""
+FULL_FORMS = {form["task"]: form for form in (FULL, FULL_WIKITEXT2)}
+"""The full form of each task the benchmark knows, keyed by task name."""
 
 
 def objectives_of(task: str) -> dict[str, str]:
@@ -90,7 +92,9 @@ def objectives_of(task: str) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = benchlib.parser(NAME, __doc__.splitlines()[0])
-    p.add_argument("--task", default=None, help="sst2 or wikitext2 (default: sst2; the full form per task)")
+    p.add_argument(
+        "--task", default=None, help=f"one of {', '.join(FULL_FORMS)} (default: sst2; the full form per task)"
+    )
     p.add_argument("--model", default=None, help="model preset (default: per form and task)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per trial")
     p.add_argument("--trials", type=int, default=None, help="trial budget per run")
@@ -115,7 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-concurrent", type=int, default=None, help="trials at once in every run (default: per form)"
     )
     args = p.parse_args(argv)
-    form = QUICK if args.quick else FULL_WIKITEXT2 if args.task == "wikitext2" else FULL
+    if args.task is not None and args.task not in FULL_FORMS:
+        p.error(f"--task {args.task!r} has no full form here; use one of {', '.join(FULL_FORMS)}")
+    form = QUICK if args.quick else FULL_FORMS[args.task or FULL["task"]]
     for key, value in form.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
