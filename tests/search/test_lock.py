@@ -70,3 +70,17 @@ def test_the_lock_is_released_when_the_run_ends(tmp_path):
         pass
     with folder_lock(tmp_path / "g"):
         pass
+
+
+def test_a_run_refused_before_writing_leaves_no_lock_file_and_no_results_parent(tmp_path, capsys):
+    results = tmp_path / "results"
+    argv = ["pareto", "--results-dir", str(results), "--name", "p", "--model", "tiny-bert", "--trials", "0"]
+    assert cli.main(argv) == 2
+    assert "--trials 0" in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_a_run_that_wrote_its_folder_keeps_the_lock_record(tmp_path):
+    with folder_lock(tmp_path / "g") as path:
+        (tmp_path / "g").mkdir()
+    assert json.loads(path.read_text())["pid"] == os.getpid()
