@@ -24,6 +24,7 @@ from search.common import add_data_flag, add_task_flag, fold_task_data_flags
 from spaces.grid import GRID_IDS, grid_config, parse_config_ids
 from trainables.config import TrialConfig, resolve_key
 from trainables.errors import ConfigError
+from trainables.harness import ENV, default_mmap_threshold, parse_mmap_threshold, use_mmap_threshold
 
 MB = 1024 * 1024
 PLAN_DEVICES = ("cpu", "cuda", "mps")
@@ -62,6 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--measure", type=int, default=None, metavar="N", help="also train N steps of each row and measure"
     )
+    p.add_argument(
+        "--mmap-threshold",
+        default=None,
+        metavar="BYTES",
+        help="plan for (and measure with) trials run with this glibc mmap threshold, as `grid --mmap-threshold` "
+        "(262144 or 256K: the CPU resident set tracks live tensors; 0: glibc's own); default "
+        f"${ENV['mmap_threshold']}, else 0",
+    )
     add_data_flag(p)
     p.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of a table")
     p.set_defaults(handler=handle)
@@ -98,6 +107,9 @@ class Plan:
     budget_mb: float | None
     """The memory budget in MB; None when predicting for another device without `--memory-gb`."""
     rows: list[PlanRow]
+    measure: str = ""
+    """The memory model's key for what is predicted (`trainables.memory.model_key`: the device, or `cpu-live`
+    when CPU trials set an mmap threshold and their resident set tracks live tensors)."""
 
 
 def split_variants(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -245,12 +257,17 @@ def build_plan(
                     extra={"config": cfg.to_dict()},
                 )
             )
-    return Plan(model=model, task=task, device=device, budget_mb=budget_mb, rows=rows)
+    from trainables.memory import model_key
+
+    return Plan(
+        model=model, task=task, device=device, budget_mb=budget_mb, rows=rows, measure=model_key(device)
+    )
 
 
-def _measure_child(cfg_dict: dict[str, Any], queue: Any) -> None:
+def _measure_child(cfg_dict: dict[str, Any], queue: Any, mmap_threshold: int = 0) -> None:
     from trainables.loop import prepare, train
 
+    use_mmap_threshold(mmap_threshold)  # before prepare: its peak meter sets glibc's threshold from it
     try:
         prepared = prepare(TrialConfig.from_dict(cfg_dict))
         train(prepared)
@@ -259,9 +276,12 @@ def _measure_child(cfg_dict: dict[str, Any], queue: Any) -> None:
         queue.put((None, f"{exc.__class__.__name__}: {str(exc).strip()[:200]}"))
 
 
-def measure_row(row: PlanRow, steps: int, device: str) -> tuple[float | None, str | None]:
+def measure_row(
+    row: PlanRow, steps: int, device: str, mmap_threshold: int = 0
+) -> tuple[float | None, str | None]:
     """Train `steps` steps of the row's config in a fresh process (its peak is a fresh process's, as a grid
-    trial's); (measured training peak in MB, None) or (None, the reason it failed)."""
+    trial's) with glibc's mmap threshold at `mmap_threshold` bytes (0: glibc's own); (measured training peak in
+    MB, None) or (None, the reason it failed)."""
     import multiprocessing as mp
 
     cfg = TrialConfig.from_dict(row.extra["config"]).with_overrides(
@@ -274,7 +294,7 @@ def measure_row(row: PlanRow, steps: int, device: str) -> tuple[float | None, st
             cfg = cfg.with_overrides({"adapter.tinit": 0, "adapter.tfinal": 0, "adapter.deltaT": 1})
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure_child, args=(cfg.to_dict(), queue))
+    proc = ctx.Process(target=_measure_child, args=(cfg.to_dict(), queue, mmap_threshold))
     proc.start()
     try:
         measured, error = queue.get()
@@ -299,16 +319,24 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
         "model": plan.model,
         "task": plan.task,
         "device": plan.device,
+        "measure": plan.measure,
         "budget_mb": None if plan.budget_mb is None else round(plan.budget_mb, 1),
         "rows": rows,
     }
+
+
+def _measure_note(key: str) -> str:
+    from trainables.memory import MEASURES
+
+    return f" ({MEASURES[key]})" if key in MEASURES else ""
 
 
 def plan_text(plan: Plan) -> str:
     parts = list(plan.rows[0].parts_mb) if plan.rows else []
     budget = f"{plan.budget_mb:,.0f} MB" if plan.budget_mb is not None else "none (give --memory-gb)"
     lines = [
-        f"rankbits plan: {plan.model} on {plan.task}, {plan.device}, budget {budget} (MB = 2^20 bytes)",
+        f"rankbits plan: {plan.model} on {plan.task}, {plan.device}{_measure_note(plan.measure)}, "
+        f"budget {budget} (MB = 2^20 bytes)",
         "",
     ]
     measured = any(r.measured_mb is not None or r.measure_error for r in plan.rows)
@@ -359,6 +387,9 @@ def _device_and_budget(args: argparse.Namespace) -> tuple[str, float | None]:
 def handle(args: argparse.Namespace) -> int:
     if args.measure is not None and args.measure <= 0:
         raise ConfigError(f"--measure {args.measure}: give a number of steps >= 1")
+    threshold = parse_mmap_threshold(args.mmap_threshold)
+    threshold = default_mmap_threshold() if threshold is None else threshold
+    use_mmap_threshold(threshold)  # the CPU constants of the measure the trials (and --measure) use
     device, budget = _device_and_budget(args)
     fold_task_data_flags(args)
     plan = build_plan(
@@ -371,7 +402,7 @@ def handle(args: argparse.Namespace) -> int:
         measured = []
         for row in plan.rows:
             print(f"rankbits plan: measuring {row.config_id} {row.settings or ''}", file=sys.stderr)
-            value, error = measure_row(row, args.measure, device)
+            value, error = measure_row(row, args.measure, device, threshold)
             print(
                 f"rankbits plan:   measured {value} MB, predicted {row.total_mb} MB"
                 if error is None

@@ -152,13 +152,21 @@ def resolve_harness(
     mmap_threshold: str | int | None = None,
 ) -> Harness:
     """The harness of a grid or search on `device`: each setting from its flag, else its environment variable
-    (`trainables.harness.ENV`), else the default for the device. Raises ConfigError for a bad value."""
+    (`trainables.harness.ENV`), else the default for the device. Raises ConfigError for a bad value.
+
+    Its mmap threshold becomes this process's (`trainables.harness.use_mmap_threshold`), so that the peaks this
+    process predicts (the grid's packing, the search's budget, warm-start points) are those of the measure its
+    trials use (`trainables.memory.model_key`)."""
+    from trainables.harness import use_mmap_threshold
+
     threshold = parse_mmap_threshold(mmap_threshold)
-    return Harness(
+    harness = Harness(
         trial_process="fork" if forked_trials(device, trial_process) else "inline",
         reuse_workers=reuse_workers(device, trial_process, reuse),
         mmap_threshold=threshold if threshold is not None else default_mmap_threshold(),
     )
+    use_mmap_threshold(harness.mmap_threshold)
+    return harness
 
 
 def max_concurrency(device: DeviceInfo, predicted_peaks_mb: list[float], requested: int | None = None) -> int:

@@ -69,3 +69,13 @@ def shared_data() -> Path:
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     if "RANKBITS_CACHE_DIR" not in os.environ:
         monkeypatch.setenv("RANKBITS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _planned_mmap_threshold():
+    """A command run in-process (`cli.main`) sets the process's mmap threshold for its predictions
+    (`search.resources.resolve_harness`, `rankbits plan`); the next test starts from the environment's."""
+    yield
+    from trainables.harness import use_mmap_threshold
+
+    use_mmap_threshold(None)

@@ -128,8 +128,10 @@ _ACTIVE: dict[str, int] = {}
 
 
 def use_mmap_threshold(threshold: int | None) -> None:
-    """The mmap threshold this process trains with (set by the trainable from the trial's harness before `fit`);
-    None: back to the environment's default."""
+    """The mmap threshold this process trains with (set by the trainable from the trial's harness before `fit`),
+    or that the trials it plans for train with (set by `search.resources.resolve_harness` and `rankbits plan`);
+    it selects the memory model's CPU constants (`trainables.memory.model_key`). None: back to the environment's
+    default."""
     if threshold is None:
         _ACTIVE.pop("mmap_threshold", None)
     else:

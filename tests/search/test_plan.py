@@ -174,12 +174,39 @@ def test_measure_trains_each_row_and_reports_beside_the_prediction(tiny_data, ca
     monkeypatch.setenv("RANKBITS_DATA_DIR", str(tiny_data))
     code = main(
         ["plan", "--model", "tiny-bert", "--task", "sst2", "--config", "B-Q4", "--device", "cpu", "--json",
-         "--measure", "2", "--set", "training.batch_size=4", "--set", "training.eval_examples=8"]
+         "--measure", "2", "--set", "training.batch_size=4", "--set", "training.eval_examples=8",
+         "--mmap-threshold", "256K"]
     )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    (row,) = json.loads(captured.out)["rows"]
+    out = json.loads(captured.out)
+    (row,) = out["rows"]
     assert row["measure_error"] is None and row["measured_mb"] > 0 and "measured_error_pct" in row
+    assert out["measure"] == ("cpu-live" if sys.platform.startswith("linux") else "cpu")
+
+
+def _plan_json(capsys, *extra: str) -> dict:
+    argv = ["plan", "--model", "tiny-gpt2", "--task", "wikitext2", "--device", "cpu", "--memory-gb", "8"]
+    assert main([*argv, "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mmap threshold is Linux only")
+def test_mmap_threshold_plans_for_the_live_tensor_measure(capsys, monkeypatch):
+    monkeypatch.delenv("RANKBITS_MMAP_THRESHOLD", raising=False)
+    default = _plan_json(capsys)
+    live = _plan_json(capsys, "--mmap-threshold", "256K")
+    assert (default["measure"], live["measure"]) == ("cpu", "cpu-live")
+    for a, b in zip(default["rows"], live["rows"]):
+        assert a["parts_mb"]["weights"] == b["parts_mb"]["weights"]  # only the measure's constants differ
+        assert a["parts_mb"]["activations"] != b["parts_mb"]["activations"]
+    monkeypatch.setenv("RANKBITS_MMAP_THRESHOLD", "262144")
+    assert (
+        _plan_json(capsys)["measure"] == "cpu-live"
+    )  # the environment's default, as grid and pareto read it
+    assert main(["plan", "--model", "tiny-gpt2", "--mmap-threshold", "lots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mmap-threshold 'lots'" in err[0]
 
 
 def test_a_sequence_longer_than_the_model_takes_is_refused_as_run_refuses_it():

@@ -124,3 +124,42 @@ def test_cuda_prediction_holds_on_the_rankbits_reference_records():
         cfg = TrialConfig.from_dict(data)
         ratios[record["config_id"]] = estimate(arch_for(cfg), cfg, "cuda").total_mb / record["peak_memory_mb"]
     assert len(ratios) == 6 and all(abs(r - 1) < 0.10 for r in ratios.values()), ratios
+
+
+LIVE_PEAKS = (
+    Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "cpu-live-peaks-2026-11-30.jsonl"
+)
+
+
+def test_model_key_names_the_live_tensor_measure_only_for_a_linux_cpu_with_a_threshold(monkeypatch):
+    monkeypatch.setattr(memory.sys, "platform", "linux")
+    assert memory.model_key("cpu", 262144) == memory.LIVE_TENSORS
+    assert memory.model_key("cpu", 0) == "cpu"
+    assert memory.model_key("cuda", 262144) == "cuda" and memory.model_key("mps", 262144) == "mps"
+    monkeypatch.setattr(memory.sys, "platform", "darwin")  # no glibc: the threshold is not applied
+    assert memory.model_key("cpu", 262144) == "cpu"
+
+
+@pytest.mark.skipif(
+    not memory.sys.platform.startswith("linux"), reason="glibc's mmap threshold is Linux only"
+)
+def test_cpu_live_constants_predict_the_plan_measure_peaks_within_10pct():
+    """`rankbits plan --measure N --mmap-threshold 262144` on this project's CPU machine (2026-11-30): each record
+    says whether it was fitted on (`fit`) or predicted before it ran. The twelve grid configs at the plan's
+    defaults (issue 16's figure) are within 10%. The other settings are recorded, not asserted: smollm2 at batch 2
+    is 27% above its prediction (the fixed cost the logits' factor stands in for, see `trainables/memory.py`)."""
+    from trainables.harness import use_mmap_threshold
+    from trainables.models import count_layers
+
+    records = [json.loads(line) for line in LIVE_PEAKS.read_text().splitlines() if line.strip()]
+    use_mmap_threshold(262144)
+    errors = {}
+    for r in records:
+        layers = count_layers(ModelConfig(name=r["model"]))
+        cfg = grid_config(r["config_id"], r["task"], r["model"], layers, max_steps=r["steps"])
+        cfg = cfg.with_overrides(r["settings"])
+        predicted = estimate(arch_for(cfg), cfg, "cpu").total_mb
+        errors[(r["model"], r["config_id"], json.dumps(r["settings"]))] = r["measured_mb"] / predicted - 1
+    use_mmap_threshold(None)
+    defaults = {k: e for k, e in errors.items() if k[2] == "{}"}
+    assert len(defaults) == 12 and all(abs(e) <= 0.10 for e in defaults.values()), defaults
