@@ -38,11 +38,12 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
+        # `is False` by identity: 0 == False, and a default of 0 (e.g. --screen: off) is worth showing
         if (
             "%(default)" in text
             or not action.option_strings
             or default is None
-            or default is False  # identity: 0 == False, and a default of 0 (e.g. --screen: off) is worth showing
+            or default is False
             or default == argparse.SUPPRESS
             or default == []
             or "default" in text

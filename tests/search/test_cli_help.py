@@ -45,7 +45,11 @@ def test_argparse_errors_are_one_line_with_exit_2(capsys):
 
     from search import cli
 
-    for argv in (["pareto", "--space", "bogus"], ["pareto", "--reeval-seeds", "-2"], ["grid", "--max-steps", "x"]):
+    for argv in (
+        ["pareto", "--space", "bogus"],
+        ["pareto", "--reeval-seeds", "-2"],
+        ["grid", "--max-steps", "x"],
+    ):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2

@@ -91,4 +91,6 @@ def test_the_screen_scores_training_text_never_the_evaluation_split(tiny_data, s
     from trainables import loop
 
     _, trial_data = loop.load_task_data(screener.base, screener.tokenizer, None)
-    assert not {tuple(ids) for ids in trial_data.eval_ids} & {tuple(ids) for ids in screener.task_data.eval_ids}
+    assert not {tuple(ids) for ids in trial_data.eval_ids} & {
+        tuple(ids) for ids in screener.task_data.eval_ids
+    }
