@@ -61,14 +61,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'training.batch_size=4|8' (repeatable; rows are every combination)",
     )
     p.add_argument(
-        "--measure", type=int, default=None, metavar="N", help="also train N steps of each row and measure"
+        "--measure",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also train N steps of each row and measure (SST-2 pads each batch to its longest sentence: at "
+        "under ~30 steps no batch is near the longest the plan allows for, and the peak reads low)",
     )
     p.add_argument(
         "--mmap-threshold",
         default=None,
         metavar="BYTES",
         help="plan for (and measure with) trials run with this glibc mmap threshold, as `grid --mmap-threshold` "
-        "(262144 or 256K: the CPU resident set tracks live tensors; 0: glibc's own); default "
+        "(262144 or 256K: the CPU resident set tracks live tensors; 0: glibc's default, whose resident set "
+        "ratchets with the memory it keeps and is predicted with wider error); default "
         f"${ENV['mmap_threshold']}, else 0",
     )
     add_data_flag(p)

@@ -99,7 +99,7 @@ def parse_mmap_threshold(text: str | int | None, what: str = "--mmap-threshold")
         digits = raw[:-1] if scale > 1 else raw
         if not digits.isdigit():
             raise ConfigError(
-                f"{_named(what, text)}: give bytes as a whole number, e.g. 262144 or 256K (0: glibc's)"
+                f"{_named(what, text)}: give bytes as a whole number, e.g. 262144 or 256K (0: glibc's default)"
             )
         value = int(digits) * scale
     if value is not None and value < 0:
