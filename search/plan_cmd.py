@@ -24,7 +24,7 @@ from search.common import add_data_flag, add_task_flag, fold_task_data_flags
 from spaces.grid import GRID_IDS, grid_config, parse_config_ids
 from trainables.config import TrialConfig, resolve_key
 from trainables.errors import ConfigError
-from trainables.harness import ENV, default_mmap_threshold, parse_mmap_threshold, use_mmap_threshold
+from trainables.harness import ENV, chosen_mmap_threshold, use_mmap_threshold
 
 MB = 1024 * 1024
 PLAN_DEVICES = ("cpu", "cuda", "mps")
@@ -393,8 +393,7 @@ def _device_and_budget(args: argparse.Namespace) -> tuple[str, float | None]:
 def handle(args: argparse.Namespace) -> int:
     if args.measure is not None and args.measure <= 0:
         raise ConfigError(f"--measure {args.measure}: give a number of steps >= 1")
-    threshold = parse_mmap_threshold(args.mmap_threshold)
-    threshold = default_mmap_threshold() if threshold is None else threshold
+    threshold = chosen_mmap_threshold(args.mmap_threshold)
     use_mmap_threshold(threshold)  # the CPU constants of the measure the trials (and --measure) use
     device, budget = _device_and_budget(args)
     fold_task_data_flags(args)

@@ -24,9 +24,8 @@ from trainables.errors import ConfigError
 from trainables.harness import (
     ENV,
     Harness,
-    default_mmap_threshold,
+    chosen_mmap_threshold,
     from_env,
-    parse_mmap_threshold,
     parse_reuse_workers,
     parse_trial_process,
 )
@@ -159,11 +158,10 @@ def resolve_harness(
     trials use (`trainables.memory.model_key`)."""
     from trainables.harness import use_mmap_threshold
 
-    threshold = parse_mmap_threshold(mmap_threshold)
     harness = Harness(
         trial_process="fork" if forked_trials(device, trial_process) else "inline",
         reuse_workers=reuse_workers(device, trial_process, reuse),
-        mmap_threshold=threshold if threshold is not None else default_mmap_threshold(),
+        mmap_threshold=chosen_mmap_threshold(mmap_threshold),
     )
     use_mmap_threshold(harness.mmap_threshold)
     return harness

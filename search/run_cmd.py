@@ -92,14 +92,15 @@ def run_harness(args: argparse.Namespace) -> Harness:
     --mmap-threshold (else $RANKBITS_MMAP_THRESHOLD, else 0). Raises ConfigError for a bad value or for fork
     where this platform has no forkserver."""
     from trainables.forked import available
-    from trainables.harness import default_mmap_threshold, from_env
+    from trainables.harness import chosen_mmap_threshold, from_env
 
     check_harness_flags(args)
     process = args.trial_process or from_env("trial_process") or "inline"
     if process == "fork" and not available():
         raise ConfigError(f"--trial-process fork: no forkserver on {sys.platform}; use inline")
-    threshold = args.mmap_threshold if args.mmap_threshold is not None else default_mmap_threshold()
-    return Harness(trial_process=process, reuse_workers=None, mmap_threshold=threshold)
+    return Harness(
+        trial_process=process, reuse_workers=None, mmap_threshold=chosen_mmap_threshold(args.mmap_threshold)
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -144,6 +144,13 @@ def default_mmap_threshold() -> int:
     return DEFAULT_MMAP_THRESHOLD if value is None else value
 
 
+def chosen_mmap_threshold(flag: str | int | None) -> int:
+    """The mmap threshold (bytes) a run uses: its `--mmap-threshold` value (text or bytes, parsed by
+    `parse_mmap_threshold`), else `default_mmap_threshold()`. Raises ConfigError for a bad value."""
+    value = parse_mmap_threshold(flag)
+    return default_mmap_threshold() if value is None else value
+
+
 def mmap_threshold() -> int:
     """The mmap threshold (bytes) this process trains with: set by `use_mmap_threshold`, else
     `default_mmap_threshold()`."""
