@@ -382,9 +382,6 @@ OVERHEAD_BYTES = {"cpu": 340 * MB, LIVE_TENSORS: 150 * MB, "mps": 16 * MB, "cuda
 # every one within 9%), the logits factor to smollm2-135m WikiText-2 B-FP and B-Q4 (24 steps, 2,484 and 2,548 MB:
 # the causal-LM loss's float32 copies are kept once, not recomputed, so they inflate less). The other four
 # WikiText-2 configs were predicted before they ran (out of sample; README's reference tables).
-ACT_FACTOR_CHECKPOINTED = {"cpu": 4.28, LIVE_TENSORS: 1.0, "mps": 1.0, "cuda": 1.0}
-LOGIT_FACTOR_CHECKPOINTED = {"cpu": 3.4, LIVE_TENSORS: 1.74, "mps": 1.0, "cuda": 1.0}
-OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, LIVE_TENSORS: 56 * MB, "mps": 16 * MB, "cuda": 16 * MB}
 # The live-tensor CPU measure (`LIVE_TENSORS`: glibc mmap threshold 262144, so the resident set follows live
 # tensors), fitted on this machine on 2026-11-30 to `rankbits plan --measure --mmap-threshold 262144` in the
 # default regime (float32 compute here, checkpointing on; benchmarks/reference/cpu-live-peaks-2026-11-30.jsonl):
@@ -402,6 +399,9 @@ OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, LIVE_TENSORS: 56 * MB, "mps": 16 * MB, 
 # memory (copy the weights that still share the mapping once loaded).
 LOGIT_FACTOR = {LIVE_TENSORS: 1.74}
 """The logits' factor without checkpointing where it differs from the activations' (`ACT_FACTOR`)."""
+ACT_FACTOR_CHECKPOINTED = {"cpu": 4.28, LIVE_TENSORS: 1.0, "mps": 1.0, "cuda": 1.0}
+LOGIT_FACTOR_CHECKPOINTED = {"cpu": 3.4, LIVE_TENSORS: LOGIT_FACTOR[LIVE_TENSORS], "mps": 1.0, "cuda": 1.0}
+OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, LIVE_TENSORS: 56 * MB, "mps": 16 * MB, "cuda": 16 * MB}
 
 
 def model_key(device_type: str, mmap_threshold: int | None = None) -> str:
