@@ -123,6 +123,7 @@ def build_quantized(
     model = models.load_model(cfg.model, head, tokenizer, seed=cfg.training.seed, dtype=load_dtype)
     prefix, blocks = models.find_blocks(model)
     report = quantize_model(model, blocks, cfg.quantization, device, dtype)
+    models.own_memory(model)  # unmap the checkpoint: its resident pages are no training memory
     return model, prefix, blocks, report
 
 
