@@ -302,7 +302,8 @@ class MemoryEstimate:
     adapters: int
     """Trainable weights (LoRA / AdaLoRA matrices, a classification head), float32."""
     optimizer: int
-    """Their gradients and AdamW's two moments, float32."""
+    """Their gradients and AdamW's two moments, float32; for AdaLoRA also its rank allocator's importance state
+    (`ADALORA_STATE_BYTES` per adapter parameter)."""
     activations: int
     """Tensors kept for backward (all blocks, or with gradient checkpointing one block input each plus one block
     recomputed), and the dequantized weight buffers of 4 / 8-bit layers."""
@@ -343,9 +344,15 @@ ACT_ATTN_BYTES = 5.0
 LORA_INPUT_BYTES = 5.0
 # AdaLoRA scales its update by 1 / ranknum after the matmul; autograd keeps the float32 update (out width) too.
 # Seen on CUDA as +1.6 GB for B-Ada over B-FP on the Llama-1B shape (16 layers x 1,024 tokens x 23,552 outputs x 4).
-# Not added on CPU: the resident-set peaks of the CPU reference grid show no AdaLoRA excess (B-Ada 5,722 MB vs
-# B-FP 5,700 on SmolLM2; Joint-1 below B-Q4), the freed-memory slack of the allocator absorbs it.
+# Not added on CPU, with either measure: the resident-set peaks of the CPU reference grid show no AdaLoRA excess
+# (B-Ada 5,722 MB vs B-FP 5,700 on SmolLM2; Joint-1 below B-Q4), and neither does the live-tensor measure
+# (minilm-l6 without checkpointing: Joint-1 432.7 MB vs B-Q4 414.7, where this term would add 82 MB).
 ADALORA_OUTPUT_BYTES = 4.0
+# AdaLoRA's rank allocator keeps three float32 tensors the shape of every adapted parameter (lora_A, lora_B,
+# lora_E) from the first step on: the importance, its moving average and its uncertainty (PEFT's
+# `RankAllocator.update_ipt`: ipt, exp_avg_ipt, exp_avg_unc). Seen on this CPU with the live-tensor measure:
+# smollm2-135m B-Ada keeps 84 MB more than B-FP after a step (44 MB of it this state; adapters and moments 14 MB).
+ADALORA_STATE_BYTES = 12.0
 # A CastLinear (weights stored in another dtype than the compute dtype) keeps the cast input for backward.
 # Causal LM loss in transformers: logits.float() -> log_softmax (kept) -> at the start of backward its gradient
 # and the logits' gradient: three float32 copies of batch x tokens x vocab, in either compute dtype (the
@@ -366,6 +373,7 @@ MEASURES = {
     LIVE_TENSORS: "peak of the resident set with an mmap threshold: live tensors",
 }
 """What the measured peak of each CPU key counts (said beside a plan; accelerators count allocated tensors)."""
+CPU_KEYS = tuple(MEASURES)
 
 
 # Per-device factor on activations and the measure's fixed overhead. CUDA and MPS count live tensors
@@ -375,7 +383,7 @@ MEASURES = {
 # before the compute dtype existed (float32, no checkpointing; README's earlier tables: minilm-l6 SST-2 300 steps,
 # 773-985 MB; smollm2-135m WikiText-2 24 steps, 5,235-5,722 MB).
 ACT_FACTOR = {"cpu": 2.0, LIVE_TENSORS: 1.0, "mps": 1.0, "cuda": 1.0}
-OVERHEAD_BYTES = {"cpu": 340 * MB, LIVE_TENSORS: 150 * MB, "mps": 16 * MB, "cuda": 16 * MB}
+OVERHEAD_BYTES = {"cpu": 340 * MB, LIVE_TENSORS: 126 * MB, "mps": 16 * MB, "cuda": 16 * MB}
 # With gradient checkpointing the CPU resident set keeps far more freed memory per live byte (blocks are recomputed
 # and freed again in backward). Fitted on this machine's reference grid in the default regime (float32 compute here,
 # checkpointing on; 2026-11-30): the activation factor to the six minilm-l6 SST-2 trials (300 steps, 384-512 MB;
@@ -384,24 +392,22 @@ OVERHEAD_BYTES = {"cpu": 340 * MB, LIVE_TENSORS: 150 * MB, "mps": 16 * MB, "cuda
 # WikiText-2 configs were predicted before they ran (out of sample; README's reference tables).
 # The live-tensor CPU measure (`LIVE_TENSORS`: glibc mmap threshold 262144, so the resident set follows live
 # tensors), fitted on this machine on 2026-11-30 to `rankbits plan --measure --mmap-threshold 262144` in the
-# default regime (float32 compute here, checkpointing on; benchmarks/reference/cpu-live-peaks-2026-11-30.jsonl):
-# activations as counted (factor 1, as on an accelerator); a fixed 56 MB (the six minilm-l6 SST-2 configs, 30
-# steps, measured 202-251 MB: 50-62 MB above the parts); the causal-LM loss on CPU holds 1.74x the 12 bytes per
-# logit the CUDA kernels do (smollm2-135m WikiText-2 B-FP and B-Q4, 6 steps of 4 x 256: 481 and 483 MB above the
-# parts, less the fixed 56). Without checkpointing the fixed part is 150 MB (minilm-l6 B-FP, B-Q4, Joint-1,
-# Joint-3, 20 steps: 436-454 MB measured, within 11%). Known wrong in form: smollm2 at batch 2 x 256 measured the
-# same ~480 MB above its parts as at batch 4 (27% above this prediction), and 515 MB at batch 1 x 64, so that
-# excess is a fixed cost of the model, not of its logits; it is about the size of the model's safetensors file
-# (538,090,408 bytes = 513 MB; minilm-l6's excess of 50-62 MB is below its 87 MB file): the resident pages of the
-# memory-mapped checkpoint, which the resident-set high-water mark counts (smollm2 B-Q4 at batch 1 x 64: RssFile
-# 81 MB before loading, 519 MB after, 640 MB after a step, while RssAnon grew 220 -> 517 MB). Not modelled yet:
-# the logits' factor stands in for it at the plan's default batch; the fix is to measure, or keep, only anonymous
-# memory (copy the weights that still share the mapping once loaded).
-LOGIT_FACTOR = {LIVE_TENSORS: 1.74}
-"""The logits' factor without checkpointing where it differs from the activations' (`ACT_FACTOR`)."""
+# default regime (float32 compute here; benchmarks/reference/cpu-live-peaks-2026-11-30.jsonl, each record marked
+# fitted on or predicted): activations and logits as counted (factor 1, as on an accelerator), and an overhead
+# of a fixed part plus a part per transformer block (the glibc heap that serves the small tensors, LoRA matrices
+# and their gradients and moments below the threshold, and per-module Python and quantization-state objects).
+# With checkpointing, the LoRA configs measured 30-36 MB above their parts on minilm-l6 (6 blocks; SST-2, 30
+# steps) and 76-78 MB on smollm2-135m (30 blocks; WikiText-2, 6 steps of 4 x 256, and 2 x 256): 23 MB + 1.8 MB
+# per block is the line through the two means. AdaLoRA configs sit 10-46 MB higher (heap churn of the rank
+# allocator, not modelled). Without checkpointing the fixed part is 126 MB (minilm-l6 B-FP, B-Q4, Joint-1, Joint-3,
+# 20 steps: 108-153 MB above their parts). These peaks count only anonymous memory: the checkpoint's mapping is
+# released once the blocks are quantized (`trainables.models.own_memory`); before that, its resident pages stood
+# up to the whole 513 MB file above smollm2's parts, a fixed cost an earlier fit had put into the logits' factor.
 ACT_FACTOR_CHECKPOINTED = {"cpu": 4.28, LIVE_TENSORS: 1.0, "mps": 1.0, "cuda": 1.0}
-LOGIT_FACTOR_CHECKPOINTED = {"cpu": 3.4, LIVE_TENSORS: LOGIT_FACTOR[LIVE_TENSORS], "mps": 1.0, "cuda": 1.0}
-OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, LIVE_TENSORS: 56 * MB, "mps": 16 * MB, "cuda": 16 * MB}
+LOGIT_FACTOR_CHECKPOINTED = {"cpu": 3.4, LIVE_TENSORS: 1.0, "mps": 1.0, "cuda": 1.0}
+OVERHEAD_BYTES_CHECKPOINTED = {"cpu": 0, LIVE_TENSORS: 23 * MB, "mps": 16 * MB, "cuda": 16 * MB}
+OVERHEAD_PER_BLOCK_BYTES = {LIVE_TENSORS: int(1.8 * MB)}
+"""Overhead per transformer block, with or without checkpointing (0 for keys not named)."""
 
 
 def model_key(device_type: str, mmap_threshold: int | None = None) -> str:
@@ -489,14 +495,15 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
     mlp = "gated" if arch.gated_mlp else "plain"
     for (ins, outs), cast in zip(_adapted_widths(arch, cfg), cast_inputs):
         per_token = e * (ACT_HIDDEN[mlp] * arch.hidden + ACT_INTER[mlp] * arch.intermediate) + cast
-        per_token += LORA_INPUT_BYTES * ins + (ADALORA_OUTPUT_BYTES * outs if ada and key != "cpu" else 0)
+        per_token += LORA_INPUT_BYTES * ins + (ADALORA_OUTPUT_BYTES * outs if ada and key not in CPU_KEYS else 0)
         if arch.attn_dropout and device_type == "cpu":
             per_token += ACT_ATTN_BYTES * arch.heads * tokens
         per_block.append(bt * per_token)
     ckpt = cfg.training.gradient_checkpointing
     factor = (ACT_FACTOR_CHECKPOINTED if ckpt else ACT_FACTOR).get(key, 1.0)
-    logit_factor = LOGIT_FACTOR_CHECKPOINTED.get(key, 1.0) if ckpt else LOGIT_FACTOR.get(key, factor)
+    logit_factor = LOGIT_FACTOR_CHECKPOINTED.get(key, 1.0) if ckpt else factor
     overhead = (OVERHEAD_BYTES_CHECKPOINTED if ckpt else OVERHEAD_BYTES).get(key, OVERHEAD_BYTES["cpu"])
+    overhead += OVERHEAD_PER_BLOCK_BYTES.get(key, 0) * arch.num_layers
     logits = LOGIT_BYTES * bt * arch.vocab if arch.causal else 0.0
     transient = 2 * largest
     if cfg.training.gradient_checkpointing:
@@ -510,7 +517,7 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
     return MemoryEstimate(
         weights=int(weights),
         adapters=4 * n_params,
-        optimizer=12 * n_params,
+        optimizer=12 * n_params + (int(ADALORA_STATE_BYTES * (n_params - arch.head_params)) if ada else 0),
         activations=int(act * factor),
         logits=int(logits * logit_factor),
         overhead=int(overhead),

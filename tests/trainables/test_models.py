@@ -57,3 +57,23 @@ def test_minilm_preset_resolves_to_the_installed_package():
 def test_meta_model_costs_no_memory():
     model = models.meta_model(ModelConfig(name="tiny-llama"), "wikitext2")
     assert all(p.device == torch.device("meta") for p in model.parameters())
+
+
+def test_own_memory_unmaps_a_float32_checkpoint_and_keeps_ties(tmp_path):
+    mc = ModelConfig(name="tiny-llama")
+    tok = models.load_tokenizer(mc)
+    built = models.load_model(mc, "wikitext2", tok)
+    built.config.tie_word_embeddings = True
+    built.tie_weights()
+    built.save_pretrained(tmp_path)  # float32 safetensors: transformers maps it rather than copying it
+    model = models.load_model(ModelConfig(name=str(tmp_path)), "wikitext2", tok)
+    tensors = list(model.parameters()) + list(model.buffers())
+    mapped = sum(t.untyped_storage().nbytes() for t in tensors if not t.untyped_storage().resizable())
+    assert mapped > 0
+    reference = model(torch.tensor([[1, 2, 3]])).logits
+
+    assert models.own_memory(model) == mapped
+    assert all(t.untyped_storage().resizable() for t in list(model.parameters()) + list(model.buffers()))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert torch.equal(model(torch.tensor([[1, 2, 3]])).logits, reference)
+    assert models.own_memory(model) == 0
