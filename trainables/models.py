@@ -232,7 +232,11 @@ def _convert_gguf(resolved: ResolvedModel, target: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if not target.exists():
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process finished the same conversion first
+                if not target.exists():
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     del model

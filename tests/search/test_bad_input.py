@@ -3,7 +3,7 @@
 import pytest
 from cli_helpers import rankbits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 CASES = [
     (

@@ -13,6 +13,8 @@ from cli_helpers import env
 
 from search.cli import main
 
+pytestmark = pytest.mark.ray  # runs grid / pareto (Ray) in some tests
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--set", "training.eval_examples=16", "--set", "training.eval_tokens=512", "--set", "training.seq_len=32",
         "--set", "training.batch_size=4", "--set", "training.log_every=2"]  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import TINY, env, rankbits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 TINY_GRID = ["--model-sst2", "tiny-bert", "--model-wikitext2", "tiny-llama", "--max-steps", "3", *TINY]
 

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from cli_helpers import TINY, rankbits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SEARCH = ["pareto", "--task", "wikitext2", "--model", "tiny-llama", "--max-steps", "3", "--sampler", "random"]
 GUIDED = ["--warm-start", "2", "--space", "reduced", "--screen", "4", "--screen-examples", "2"]

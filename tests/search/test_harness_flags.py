@@ -16,6 +16,8 @@ from spaces.grid import grid_config
 from trainables.errors import ConfigError
 from trainables.harness import ENV, Harness
 
+pytestmark = pytest.mark.ray  # runs grid / pareto (Ray) in some tests
+
 CPU = DeviceInfo("cpu", 16000.0, 2)
 CUDA = DeviceInfo("cuda", 16000.0, 2)
 

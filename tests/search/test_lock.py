@@ -14,6 +14,8 @@ from search import cli
 from search.lock import folder_lock, lock_path
 from trainables.errors import ConfigError
 
+pytestmark = pytest.mark.ray  # runs grid / pareto (Ray) in some tests
+
 HOLD = textwrap.dedent(
     """
     import sys, time

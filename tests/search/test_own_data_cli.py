@@ -13,6 +13,8 @@ from cli_helpers import rankbits
 from search import cli
 from trainables.errors import ConfigError
 
+pytestmark = pytest.mark.ray  # runs grid / pareto (Ray) in some tests
+
 ROWS = [(f"{w} number {i}", w.split()[0]) for i in range(20) for w in ("cat sat", "dog ran", "owl flew")]
 
 

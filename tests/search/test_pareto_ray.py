@@ -9,7 +9,7 @@ from cli_helpers import TINY, rankbits
 
 from search.searcher import CONSTRAINT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SEARCH = [
     "pareto",

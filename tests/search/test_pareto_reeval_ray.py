@@ -8,7 +8,7 @@ import optuna
 import pytest
 from cli_helpers import TINY, rankbits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SEARCH = [
     "pareto",

@@ -10,6 +10,8 @@ from search import sensitivity_cmd
 from search.cli import build_parser, main
 from spaces.grid import critical_layers, grid_config
 
+pytestmark = pytest.mark.ray  # runs grid / pareto (Ray) in some tests
+
 SMALL = ["--examples", "4", "--seq-len", "32", "--grad-examples", "2"]
 
 
