@@ -202,7 +202,7 @@ def standard_side(args: argparse.Namespace, bits: int, compute: str, ckpt: bool)
     model = AutoModelForCausalLM.from_pretrained(args.folder, **kwargs)
     if bits != 4:
         model.to(device)
-    models.own_memory(model)  # as rankbits does: the checkpoint's mapped pages are no training memory on either side
+    models.own_memory(model)  # as rankbits does: mapped checkpoint pages are not training memory
     for module in model.modules():  # the same CPU layout rankbits keeps (see trainables/quantize.py)
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False

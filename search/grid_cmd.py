@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 from search.common import (
@@ -140,12 +141,17 @@ def _csv(values: list[Any]) -> str:
     return ",".join(map(str, values))
 
 
+def _model_of(task: str) -> Callable[[dict[str, Any]], Any]:
+    """The recorded model of `task` in an experiment.json spec."""
+    return lambda spec: spec["models"][task]
+
+
 def grid_flags() -> list[SpecFlag]:
     """What `grid --resume` reads back from experiment.json (one `--model-<task>` per registered task)."""
     return [
         SpecFlag("configs", lambda s: s["configs"], _csv, parse_config_ids),
         SpecFlag("tasks", lambda s: s["tasks"], _csv, parse_tasks),
-        *[SpecFlag(model_dest(name), lambda s, n=name: s["models"][n]) for name in TASKS],
+        *[SpecFlag(model_dest(name), _model_of(name)) for name in TASKS],
         SpecFlag("seeds", lambda s: s["seeds"], _csv, parse_seeds),
         SpecFlag("max_steps", lambda s: s["max_steps"]),
         SpecFlag("overrides", lambda s: s["overrides"], list, list),

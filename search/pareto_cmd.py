@@ -301,10 +301,10 @@ def _search(args: argparse.Namespace) -> int:
         if args.asha:
             from ray.tune.schedulers import ASHAScheduler
 
-            spec = get_task(base.task.name)
+            asha_task = get_task(base.task.name)
             scheduler = ASHAScheduler(
-                metric=spec.metric,
-                mode=spec.direction,
+                metric=asha_task.metric,
+                mode=asha_task.direction,
                 time_attr="steps",
                 max_t=base.training.max_steps,
                 grace_period=max(1, base.training.eval_every or 1),

@@ -331,6 +331,13 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
+RATCHET_HINT = (
+    "rankbits plan: measuring with glibc's default allocator, whose resident-set peak moved by up to 40% between "
+    "configs and runs here; add --mmap-threshold 262144 to measure live tensors (about half the speed)"
+)
+"""Said before a CPU measure without an mmap threshold (README: `plan --measure` on this CPU)."""
+
+
 def _measure_note(key: str) -> str:
     from trainables.memory import MEASURES
 
@@ -404,6 +411,8 @@ def handle(args: argparse.Namespace) -> int:
         from trainables.loop import pick_device
 
         pick_device(device)  # ConfigError (one line, exit 2) when the device is not here
+        if plan.measure == "cpu" and sys.platform.startswith("linux"):
+            print(RATCHET_HINT, file=sys.stderr)
         measured = []
         for row in plan.rows:
             print(f"rankbits plan: measuring {row.config_id} {row.settings or ''}", file=sys.stderr)

@@ -390,6 +390,9 @@ OVERHEAD_BYTES = {"cpu": 340 * MB, LIVE_TENSORS: 126 * MB, "mps": 16 * MB, "cuda
 # every one within 9%), the logits factor to smollm2-135m WikiText-2 B-FP and B-Q4 (24 steps, 2,484 and 2,548 MB:
 # the causal-LM loss's float32 copies are kept once, not recomputed, so they inflate less). The other four
 # WikiText-2 configs were predicted before they ran (out of sample; README's reference tables).
+# Those runs still counted the memory-mapped checkpoint's resident pages (`trainables.models.own_memory` now unmaps
+# it): these constants sit above today's default-allocator peaks (minilm-l6, 30 steps: 10-19% below them), which
+# move too much between runs of one config to refit within 10% (smollm2, 6 steps: -38% to -2%; README).
 # The live-tensor CPU measure (`LIVE_TENSORS`: glibc mmap threshold 262144, so the resident set follows live
 # tensors), fitted on this machine on 2026-11-30 to `rankbits plan --measure --mmap-threshold 262144` in the
 # default regime (float32 compute here; benchmarks/reference/cpu-live-peaks-2026-11-30.jsonl, each record marked
@@ -495,7 +498,9 @@ def estimate(arch: ArchSpec, cfg: TrialConfig, device_type: str = "cpu") -> Memo
     mlp = "gated" if arch.gated_mlp else "plain"
     for (ins, outs), cast in zip(_adapted_widths(arch, cfg), cast_inputs):
         per_token = e * (ACT_HIDDEN[mlp] * arch.hidden + ACT_INTER[mlp] * arch.intermediate) + cast
-        per_token += LORA_INPUT_BYTES * ins + (ADALORA_OUTPUT_BYTES * outs if ada and key not in CPU_KEYS else 0)
+        per_token += LORA_INPUT_BYTES * ins + (
+            ADALORA_OUTPUT_BYTES * outs if ada and key not in CPU_KEYS else 0
+        )
         if arch.attn_dropout and device_type == "cpu":
             per_token += ACT_ATTN_BYTES * arch.heads * tokens
         per_block.append(bt * per_token)

@@ -183,6 +183,20 @@ def test_measure_trains_each_row_and_reports_beside_the_prediction(tiny_data, ca
     (row,) = out["rows"]
     assert row["measure_error"] is None and row["measured_mb"] > 0 and "measured_error_pct" in row
     assert out["measure"] == ("cpu-live" if sys.platform.startswith("linux") else "cpu")
+    assert "default allocator" not in captured.err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mmap threshold is Linux only")
+def test_a_default_allocator_measure_says_how_to_measure_live_tensors(capsys, monkeypatch):
+    from search import plan_cmd
+
+    monkeypatch.delenv("RANKBITS_MMAP_THRESHOLD", raising=False)
+    monkeypatch.setattr(plan_cmd, "measure_row", lambda row, steps, device, threshold: (100.0, None))
+    argv = ["plan", "--model", "tiny-gpt2", "--task", "wikitext2", "--config", "B-Q4", "--device", "cpu"]
+    assert main([*argv, "--measure", "1"]) == 0
+    assert plan_cmd.RATCHET_HINT in capsys.readouterr().err
+    assert main([*argv, "--measure", "1", "--mmap-threshold", "256K"]) == 0
+    assert "default allocator" not in capsys.readouterr().err
 
 
 def _plan_json(capsys, *extra: str) -> dict:
