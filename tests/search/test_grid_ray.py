@@ -124,6 +124,9 @@ def test_failing_trial_is_recorded_and_the_grid_goes_on(tiny_data, tmp_path):
         data_dir=tiny_data,
         timeout=600,
     )
+    assert proc.returncode == 0 and (tmp_path / "gfail" / "experiment_summary.csv").is_file(), (
+        proc.stdout[-2000:] + proc.stderr[-4000:]
+    )
     rows = summary(tmp_path / "gfail")
     assert len(rows) == 4, proc.stdout[-3000:]
     by_task = {(r["config_id"], r["task"]): r for r in rows}
