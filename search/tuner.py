@@ -116,6 +116,8 @@ def _start_ray(device: DeviceInfo, address: str | None) -> bool:
             ) from exc
         return MEMORY_RESOURCE in ray.cluster_resources()
     ray.init(
+        address="local",  # a new local instance: without it Ray joins a `ray start` cluster or $RAY_ADDRESS and
+        # refuses num_cpus (a bare ValueError); joining one is what --ray-address is for
         num_cpus=device.cpus,
         resources={MEMORY_RESOURCE: float(int(device.memory_mb))},
         include_dashboard=False,
