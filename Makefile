@@ -3,9 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-# pytest-xdist workers for `make test` (0: one process, the default until a Ray trial that errored only under two
-# workers is understood; with N, tests marked `ray` share one worker, see tests/conftest.py).
-TEST_WORKERS ?= 0
+# pytest-xdist workers for `make test` (0: one process); tests marked `ray` share one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 # Local data (sst2/, wikitext-2/): DATA=..., else $RANKBITS_DATA_DIR, else ../shared/data when it sits beside this
 # clone; with none of them the runs read the hub (`make data-check` says which).
 DATA ?= $(or $(RANKBITS_DATA_DIR),$(wildcard ../shared/data))

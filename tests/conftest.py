@@ -87,12 +87,35 @@ def _planned_mmap_threshold():
     use_mmap_threshold(None)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `ray` share one xdist group: under `-n N --dist loadgroup` they run one after another in one
     worker (two local Ray clusters on one machine would see each other: `ray.init()` joins a cluster `ray start`
-    left running, and `ray stop --force` stops every one), while the other tests spread over the other workers."""
+    left running, and `ray stop --force` stops every one), while the other tests spread over the other workers.
+
+    `tryfirst`: xdist's worker turns the `xdist_group` marker into the `@ray` suffix of the node id in its own
+    `pytest_collection_modifyitems`, which otherwise runs before this one and sees no marker (the Ray tests were
+    then spread over both workers, and one's `ray stop --force` killed the other's cluster mid-grid)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop a `--dist loadgroup` run at once where the grouping cannot work: pytest-xdist (3.8 and before) groups a
+    test by rewriting `item._nodeid` to end in `@group`, and pytest 9.2 no longer reads that attribute (node ids
+    moved to `item._id`). The Ray tests were then spread over both workers, and one test's `ray stop --force` killed
+    the other worker's cluster mid-grid."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") != "loadgroup":
+        return
+    from _pytest.nodes import Node
+    from xdist import __version__ as xdist_version
+
+    xdist_rewrites_nodeid = tuple(int(p) for p in xdist_version.split(".")[:2]) <= (3, 8)
+    if xdist_rewrites_nodeid and "_nodeid" not in getattr(Node, "__slots__", ("_nodeid",)):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist {xdist_version} ignores --dist loadgroup "
+            "(the Ray tests would run in two workers at once): install pytest<9.2 (pip install -e '.[dev]')"
+        )
