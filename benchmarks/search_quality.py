@@ -148,8 +148,23 @@ def run_cli(cmd: list[str], label: str, args: argparse.Namespace) -> None:
     print(f"  {label}: {done.wall_s:.1f} s", flush=True)
 
 
+def finished(folder: Path, trials: int) -> bool:
+    """Whether `folder` holds a finished run of `trials` trials (`--keep` of an interrupted benchmark: the runs that
+    finished are read again, not rerun; an unfinished one is refused by the CLI, as a user's would be)."""
+    import csv
+
+    summary = folder / "experiment_summary.csv"
+    if not summary.is_file():
+        return False
+    with summary.open(newline="") as f:
+        return sum(1 for _ in csv.DictReader(f)) >= trials
+
+
 def run_pareto(args: argparse.Namespace, sampler: str, seed: int, results: Path) -> Path:
     name = f"{sampler}-s{seed}"
+    if finished(results / name, args.trials):
+        print(f"  pareto {sampler} seed {seed}: kept from {results / name}", flush=True)
+        return results / name
     objectives = ",".join(f"{k}:{v}" for k, v in args.objectives.items())
     cmd = ["pareto", "--task", args.task, "--model", args.model, "--trials", str(args.trials)]
     cmd += ["--objectives", objectives, "--seed", str(seed), *common_flags(args, results, name)]
@@ -161,6 +176,9 @@ def run_pareto(args: argparse.Namespace, sampler: str, seed: int, results: Path)
 
 
 def run_grid(args: argparse.Namespace, results: Path) -> Path:
+    if finished(results / "grid", len(args.grid.split(",")) * len(args.seeds)):
+        print(f"  grid: kept from {results / 'grid'}", flush=True)
+        return results / "grid"
     cmd = ["grid", "--configs", args.grid, "--tasks", args.task, f"--model-{args.task}", args.model]
     cmd += ["--seeds", ",".join(str(s) for s in args.seeds), *common_flags(args, results, "grid")]
     run_cli(cmd, f"grid {args.grid} seeds {args.seeds}", args)
