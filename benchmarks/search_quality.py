@@ -3,7 +3,7 @@
 Every method runs through the real CLI at the same trial budget and step budget: `rankbits pareto --sampler S
 --seed s --trials N` for each sampler and seed, the guided method as `--sampler tpe` plus the form's guided flags
 (`--warm-start 3 --space reduced`, and `--screen 6` on WikiText-2, whose metric means something untrained;
-screened candidates are not trials), and `rankbits grid --seeds ...` for the fixed grid (its configs in grid order;
+screened candidates are not trials), and `rankbits grid --seeds s` per seed for the fixed grid (its configs in grid order;
 a grid has at most six points, so at a larger budget it is scored on all it has). Objectives are the task metric in
 its direction (accuracy:max, perplexity:min) and peak_memory_mb:min. One reference point serves every run: `default_reference_point` over the
 trials of all runs together, passed explicitly to `hypervolume_history`; each run is scored by its hypervolume
@@ -175,14 +175,16 @@ def run_pareto(args: argparse.Namespace, sampler: str, seed: int, results: Path)
     return results / name
 
 
-def run_grid(args: argparse.Namespace, results: Path) -> Path:
-    if finished(results / "grid", len(args.grid.split(",")) * len(args.seeds)):
-        print(f"  grid: kept from {results / 'grid'}", flush=True)
-        return results / "grid"
+def run_grid(args: argparse.Namespace, seed: int, results: Path) -> Path:
+    """The grid's configs at one seed, in their own folder (`grid-s{seed}`), so `--keep` can add seeds later."""
+    name = f"grid-s{seed}"
+    if finished(results / name, len(args.grid.split(","))):
+        print(f"  grid seed {seed}: kept from {results / name}", flush=True)
+        return results / name
     cmd = ["grid", "--configs", args.grid, "--tasks", args.task, f"--model-{args.task}", args.model]
-    cmd += ["--seeds", ",".join(str(s) for s in args.seeds), *common_flags(args, results, "grid")]
-    run_cli(cmd, f"grid {args.grid} seeds {args.seeds}", args)
-    return results / "grid"
+    cmd += ["--seeds", str(seed), *common_flags(args, results, name)]
+    run_cli(cmd, f"grid {args.grid} seed {seed}", args)
+    return results / name
 
 
 def collect(args: argparse.Namespace, results: Path) -> Any:
@@ -196,9 +198,9 @@ def collect(args: argparse.Namespace, results: Path) -> Any:
         for sampler in args.samplers:
             df = load_results(run_pareto(args, sampler, seed, results))
             frames.append(df.assign(search=sampler, run=f"{sampler}/s{seed}", run_seed=seed))
-    grid = load_results(run_grid(args, results))
-    for seed, part in grid.groupby("seed"):
-        frames.append(part.assign(search="grid", run=f"grid/s{seed}", run_seed=int(seed)))
+    for seed in args.seeds:
+        grid = load_results(run_grid(args, seed, results))
+        frames.append(grid.assign(search="grid", run=f"grid/s{seed}", run_seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
