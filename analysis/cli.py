@@ -64,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     dirs = list(args.results_dirs)
     for folder in dirs:
         if not Path(folder).is_dir():
-            raise ConfigError(
-                f"analyze: results folder {str(folder)!r} does not exist; give results/<name> folders"
-            )
+            raise ConfigError(f"results folder {str(folder)!r} does not exist; give results/<name> folders")
     out = args.out if args.out is not None else default_out_dir(dirs)
     # pandas and matplotlib are imported here, not when `rankbits grid` builds its parser (0.4 s of its start).
     from analysis.report import key_table_text, write_frame_report

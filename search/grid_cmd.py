@@ -85,7 +85,7 @@ def add_experiment_flags(p: argparse.ArgumentParser, default_name: str) -> None:
         "--device-memory-gb",
         type=float,
         default=None,
-        help="memory budget shared by concurrent trials (default: usable device memory)",
+        help="memory budget shared by concurrent trials, GB = 2^30 bytes (default: usable device memory)",
     )
     p.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once")
     add_harness_flags(p)

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--memory-budget-mb",
         type=float,
         default=None,
-        help="proposals predicted above this peak never train (told to the sampler as infeasible)",
+        help="MB (2^20 bytes): proposals predicted above this peak never train (told to the sampler as infeasible)",
     )
     p.add_argument(
         "--storage", default=None, help="Optuna storage URL (default: sqlite file in the results folder)"

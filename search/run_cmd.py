@@ -38,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", default=None, help="preset, hub id or local folder (default: the task's preset)"
     )
     add_data_flag(p)
-    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps (default: the task's, e.g. SST-2 300)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="training seed (data order, adapter init, dropout)")
     p.add_argument(
         "--output", default=None, help="output folder (default results/runs/<config>-<task>-s<seed>-<time>)"
     )
@@ -53,6 +55,8 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
     spec = task_spec(args.task)
     fold_task_data_flags(args)
     model = args.model or spec.model
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
     from trainables.checks import preflight
     from trainables.config import ModelConfig
     from trainables.models import count_layers
@@ -70,7 +74,9 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
         )
         cfg = cell()
     else:
-        training = {"seed": args.seed} | ({"max_steps": args.max_steps} if args.max_steps else {})
+        training = dict(spec.training, seed=args.seed)  # the task's defaults, as a grid cell gets them
+        if args.max_steps is not None:
+            training["max_steps"] = args.max_steps
         cfg = TrialConfig.from_dict(
             {
                 "task": {"name": args.task, "data_dir": args.data_dir},
@@ -150,6 +156,10 @@ class Bars:
         self.eval: Any = None
 
     def step(self, info: dict[str, Any]) -> None:
+        if (
+            self.train.n == 0
+        ):  # the clock starts at the first step, not at model loading (else s/step counts it)
+            self.train.reset(total=self.train.total)
         self.train.update(info["step"] - self.train.n)
         self.train.set_postfix(loss=f"{info['train_loss']:.4f}", refresh=False)
 
