@@ -44,15 +44,9 @@ print(json.dumps(result.to_dict()))
 """
 MEASURE_STEPS = 20
 """The longest batch of the first 20 (seed 0) is already the planned peak row (`trainables.tasks.sst2.PEAK_TOKENS`,
-checked below), the AdaLoRA schedule (tinit 2, tfinal 4) fits, and the optimizer state exists from step 1."""
-LIVE_THRESHOLD = 262144
-"""The measure's glibc mmap threshold on Linux (`--mmap-threshold`): the resident set follows live tensors, the
-measure the CPU memory model predicts within 10% (`trainables.memory.LIVE_TENSORS`). With glibc's default allocator
-the same 20 steps moved by a quarter between runs (2026-11-30: B-FP 369-424 MB, one thread vs two), below the
-conservative ratchet constants (predicted 466 MB)."""
-LIVE_TOLERANCE = 0.15
-DEFAULT_TOLERANCE = 0.25
-"""Where no mmap threshold applies (no fork, not Linux): the default allocator's measure and its constants."""
+checked below), the AdaLoRA schedule (tinit 2, tfinal 4) fits, and the optimizer state exists from step 1. The
+resident set still grows a little later on: measured here (2026-11-30) 348-424 MB against the 300-step reference
+peaks' 384-512 MB, predictions 0-20% above the 20-step peaks (Joint-1 the widest, +19.6%)."""
 
 
 def measure(config_id: str, data_dir: Path) -> TrialResult:
@@ -63,9 +57,7 @@ def measure(config_id: str, data_dir: Path) -> TrialResult:
 
     cfg = grid_config(config_id, "sst2", "minilm-l6", 6, data_dir=str(data_dir), max_steps=MEASURE_STEPS)
     if forked.available():
-        return forked.fit_forked(
-            cfg.with_overrides(["training.eval_examples=32"]), mmap_threshold=LIVE_THRESHOLD
-        )
+        return forked.fit_forked(cfg.with_overrides(["training.eval_examples=32"]))
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, config_id, str(data_dir), str(MEASURE_STEPS)],
         capture_output=True,
@@ -101,13 +93,7 @@ def test_the_measured_steps_reach_the_planned_peak_row(shared_data, minilm):
     assert widest == peak_row_tokens(cfg)
 
 
-def test_memory_model_predicts_the_six_configs(shared_data, minilm):
-    """Predicted vs measured training peak of every grid config: within 15% with the live-tensor measure (Linux,
-    forked trials; 2026-11-30 here: measured 1-13% above the predictions, one thread or two), within 25% with the
-    default allocator elsewhere."""
-    from trainables import forked
-
-    tolerance = LIVE_TOLERANCE if forked.available() else DEFAULT_TOLERANCE
+def test_memory_model_predicts_the_six_configs_within_25_percent(shared_data, minilm):
     report = []
     for config_id in GRID_IDS:
         result = measure(config_id, shared_data)
@@ -118,7 +104,7 @@ def test_memory_model_predicts_the_six_configs(shared_data, minilm):
     for config_id, predicted, measured in report:
         print(f"{config_id:<8} {predicted:>12.1f} {measured:>13.1f}")
     for config_id, predicted, measured in report:
-        assert abs(predicted - measured) <= tolerance * measured, (config_id, predicted, measured)
+        assert abs(predicted - measured) <= 0.25 * measured, (config_id, predicted, measured)
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "minilm-l6"])
