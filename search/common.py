@@ -98,6 +98,22 @@ def task_spec(name: str) -> Any:
     return get_task(name)
 
 
+def check_max_steps(args: argparse.Namespace) -> None:
+    """ConfigError for a `--max-steps` that is not > 0 (None: the task's default)."""
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
+
+
+def task_training(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The task's default `training.*` settings (`spec.training`) with `--seed` and a checked `--max-steps`: what a
+    search's base config and a plain `rankbits run` train with. ConfigError for a bad `--max-steps`."""
+    check_max_steps(args)
+    training = dict(spec.training, seed=args.seed)
+    if args.max_steps is not None:
+        training["max_steps"] = args.max_steps
+    return training
+
+
 def add_set_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",

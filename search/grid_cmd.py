@@ -18,6 +18,7 @@ from search.common import (
     adopt_spec,
     apply_overrides,
     check_harness_flags,
+    check_max_steps,
     fold_task_data_flags,
     parse_seeds,
     parse_tasks,
@@ -26,7 +27,6 @@ from search.common import (
 from search.sensitivity_cmd import place_critical
 from spaces.grid import GRID_IDS, grid_config, parse_config_ids
 from trainables.config import CRITICAL, ModelConfig, TrialConfig
-from trainables.errors import ConfigError
 from trainables.tasks import TASKS
 
 
@@ -111,8 +111,7 @@ def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
     configs = parse_config_ids(args.configs)
     tasks = parse_tasks(args.tasks)
     seeds = parse_seeds(args.seeds)
-    if args.max_steps is not None and args.max_steps <= 0:
-        raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
+    check_max_steps(args)
     data_dir = args.data_dir or os.environ.get("RANKBITS_DATA_DIR")
     models = task_models(args)
     critical = getattr(args, "critical", None)

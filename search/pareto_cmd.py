@@ -21,6 +21,7 @@ from search.common import (
     check_harness_flags,
     fold_task_data_flags,
     task_spec,
+    task_training,
 )
 from search.grid_cmd import add_experiment_flags, root_of
 from search.guided import GUIDED_FLAGS
@@ -88,11 +89,7 @@ def parse_task_objectives(text: str | None, task: str) -> dict[str, str]:
 def base_config(args: argparse.Namespace) -> TrialConfig:
     spec = task_spec(args.task)
     fold_task_data_flags(args)
-    training = dict(spec.training, seed=args.seed)
-    if args.max_steps is not None:
-        if args.max_steps <= 0:
-            raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
-        training["max_steps"] = args.max_steps
+    training = task_training(spec, args)
     cfg = TrialConfig.from_dict(
         {
             "task": {"name": args.task, "data_dir": args.data_dir or os.environ.get("RANKBITS_DATA_DIR")},

@@ -18,8 +18,10 @@ from search.common import (
     add_task_flag,
     apply_overrides,
     check_harness_flags,
+    check_max_steps,
     fold_task_data_flags,
     task_spec,
+    task_training,
 )
 from spaces.grid import GRID_IDS, grid_config
 from trainables.config import TrialConfig
@@ -55,8 +57,7 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
     spec = task_spec(args.task)
     fold_task_data_flags(args)
     model = args.model or spec.model
-    if args.max_steps is not None and args.max_steps <= 0:
-        raise ConfigError(f"--max-steps {args.max_steps}: must be > 0")
+    check_max_steps(args)
     from trainables.checks import preflight
     from trainables.config import ModelConfig
     from trainables.models import count_layers
@@ -74,9 +75,7 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
         )
         cfg = cell()
     else:
-        training = dict(spec.training, seed=args.seed)  # the task's defaults, as a grid cell gets them
-        if args.max_steps is not None:
-            training["max_steps"] = args.max_steps
+        training = task_training(spec, args)  # the task's defaults, as a grid cell gets them
         cfg = TrialConfig.from_dict(
             {
                 "task": {"name": args.task, "data_dir": args.data_dir},
@@ -156,9 +155,8 @@ class Bars:
         self.eval: Any = None
 
     def step(self, info: dict[str, Any]) -> None:
-        if (
-            self.train.n == 0
-        ):  # the clock starts at the first step, not at model loading (else s/step counts it)
+        # The clock starts at the first step, not at model loading (else s/step counts the loading).
+        if self.train.n == 0:
             self.train.reset(total=self.train.total)
         self.train.update(info["step"] - self.train.n)
         self.train.set_postfix(loss=f"{info['train_loss']:.4f}", refresh=False)
