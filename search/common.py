@@ -182,11 +182,37 @@ def parse_tasks(text: str) -> list[str]:
     return parse_csv(text, "--tasks", task_names())
 
 
-def parse_seeds(text: str) -> list[int]:
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy's and torch's generators accept (`numpy.random.seed`: 0 <= seed < 2**32)."""
+
+
+def seed_arg(text: str) -> int:
+    """argparse `type` of a single seed: an integer in 0 .. 2**32 - 1 (argparse turns the error into exit 2)."""
     try:
-        return [int(s) for s in parse_csv(text, "--seeds")]
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number like 0") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value}: a seed must be between 0 and 2**32 - 1")
+    return value
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of a comma list: integers in 0 .. 2**32 - 1, each once (a repeated seed would train the same trial
+    twice and count it as two repeats). Raises ConfigError naming the value."""
+    try:
+        seeds = [int(s) for s in parse_csv(text, "--seeds")]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: give integers like 0,1,2") from None
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"--seeds {text!r}: seed {seed} must be between 0 and 2**32 - 1")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"--seeds {text!r}: seed {repeated[0]} is given twice; list each seed once (seeds are the repeats)"
+        )
+    return seeds
 
 
 def root_of(args: argparse.Namespace) -> Path:

@@ -20,6 +20,7 @@ from search.common import (
     atomic_write_json,
     check_harness_flags,
     fold_task_data_flags,
+    seed_arg,
     task_spec,
     task_training,
 )
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trials", type=int, default=24, help="total trials in the study")
     p.add_argument("--sampler", default="tpe", help=f"one of {', '.join(SAMPLERS)}")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (and training seed)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="sampler seed (and training seed)")
     p.add_argument(
         "--objectives",
         default=None,

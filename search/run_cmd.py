@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,9 +21,11 @@ from search.common import (
     check_harness_flags,
     check_max_steps,
     fold_task_data_flags,
+    seed_arg,
     task_spec,
     task_training,
 )
+from search.results_io import SPEC_FILE
 from spaces.grid import GRID_IDS, grid_config
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
@@ -43,11 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-steps", type=int, default=None, help="optimizer steps (default: the task's, e.g. SST-2 300)"
     )
-    p.add_argument("--seed", type=int, default=0, help="training seed (data order, adapter init, dropout)")
+    p.add_argument(
+        "--seed", type=seed_arg, default=0, help="training seed (data order, adapter init, dropout)"
+    )
     p.add_argument(
         "--output", default=None, help="output folder (default results/runs/<config>-<task>-s<seed>-<time>)"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing result in --output")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result in --output (the old folder is moved aside)",
+    )
     add_set_flag(p)
     add_harness_flags(p, ray=False)
     p.set_defaults(handler=handle)
@@ -115,11 +124,7 @@ def handle(args: argparse.Namespace) -> int:
         f"{cfg.config_id or 'custom'}-{cfg.task.name}-s{cfg.training.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     out = Path(args.output) if args.output else Path("results") / "runs" / name
-    if any((out / name).exists() for name in (RESULT_FILE, "result.json")) and not args.overwrite:
-        raise ConfigError(
-            f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, args.overwrite)
     from trainables.harness import use_mmap_threshold
     from trainables.loop import fit
 
@@ -142,6 +147,26 @@ def handle(args: argparse.Namespace) -> int:
     write_trial_file(out, out.name, cfg, result, started)
     print(summary_text(cfg, result))
     return 0 if result.status.value == "completed" else 1
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Make `out` ready for one trial's files. Refused (ConfigError): a grid or Pareto results folder (its
+    experiment.json), a folder that already holds a result without `overwrite`. With `overwrite` the earlier folder
+    is moved aside to `<out>.old-<time>` (as `grid --overwrite` does), so no completed result is deleted."""
+    if (out / SPEC_FILE).exists():
+        raise ConfigError(
+            f"--output {str(out)!r} is a grid / Pareto results folder ({SPEC_FILE}); give a folder of its own"
+        )
+    if any((out / f).exists() for f in (RESULT_FILE, "result.json")):
+        if not overwrite:
+            raise ConfigError(
+                f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite "
+                "(the old one is moved aside)"
+            )
+        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(out), str(aside))
+        print(f"moved the earlier result aside to {aside}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 class Bars:

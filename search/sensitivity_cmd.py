@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from search.common import add_data_flag, add_set_flag, apply_overrides
+from search.common import add_data_flag, add_set_flag, apply_overrides, seed_arg
 from trainables.config import TASKS, TrialConfig
 from trainables.errors import ConfigError
 
@@ -46,7 +47,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         help="examples for the gradient signals (default: 4 WikiText-2 / 16 SST-2; 0: skip)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="which calibration sample (a seeded draw of training data)"
+        "--seed", type=seed_arg, default=0, help="which calibration sample (a seeded draw of training data)"
     )
     p.add_argument("--bits", default="4,8", help="bit widths to measure, comma list of 4, 8, 16, 32")
     p.add_argument(
@@ -95,8 +96,17 @@ def _progress(done: int, total: int, what: str) -> None:
 
 def table_for(cfg: TrialConfig, settings: Any, use_cache: bool, quiet: bool = False) -> Any:
     """The measured (or cached) table; says on stderr which it is."""
+    from trainables.checks import position_limit
+    from trainables.models import load_config
     from trainables.sensitivity import load_or_measure
 
+    limit = position_limit(load_config(cfg.model))
+    seq_len = settings.resolved(cfg.task.name).seq_len
+    if limit is not None and seq_len > limit[1]:
+        raise ConfigError(
+            f"--seq-len {seq_len}: model {cfg.model.name!r} takes at most {limit[1]} tokens (config {limit[0]}); "
+            f"use --seq-len <= {limit[1]}"
+        )
     if not quiet:
         print(
             f"rankbits sensitivity: {cfg.model.name} on {cfg.task.name} (cached after the first run)",
@@ -199,6 +209,8 @@ def plot_table(table: Any, path: str) -> None:
 def handle(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     settings = settings_of(args)
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():  # before minutes of measuring
+        raise ConfigError(f"--plot {args.plot!r}: its folder does not exist; create it or give another path")
     table = table_for(cfg, settings, use_cache=not args.no_cache)
     if args.plot:
         plot_table(table, args.plot)

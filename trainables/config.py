@@ -312,6 +312,10 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, f"training.lr: {self.lr} must be > 0")
+        _require(
+            0 <= self.seed < 2**32,
+            f"training.seed: {self.seed} must be between 0 and 2**32 - 1 (numpy's range)",
+        )
         _require(self.batch_size > 0, f"training.batch_size: {self.batch_size} must be > 0")
         _require(self.max_steps > 0, f"training.max_steps: {self.max_steps} must be > 0")
         _require(
