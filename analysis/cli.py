@@ -62,9 +62,13 @@ def default_out_dir(results_dirs: list[Path]) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Write the report and print the key table; returns 0. Bad input raises `ConfigError`."""
     dirs = list(args.results_dirs)
+    seen: set[Path] = set()
     for folder in dirs:
         if not Path(folder).is_dir():
             raise ConfigError(f"results folder {str(folder)!r} does not exist; give results/<name> folders")
+        if Path(folder).resolve() in seen:  # its trials would count twice (every config n=2)
+            raise ConfigError(f"results folder {str(folder)!r} is given twice; give each folder once")
+        seen.add(Path(folder).resolve())
     out = args.out if args.out is not None else default_out_dir(dirs)
     # pandas and matplotlib are imported here, not when `rankbits grid` builds its parser (0.4 s of its start).
     from analysis.report import key_table_text, write_frame_report
@@ -75,13 +79,20 @@ def run(args: argparse.Namespace) -> int:
 
     for line in mixed_settings(df):
         print(f"analyze: warning: {line}", file=sys.stderr)
-    paths = write_frame_report(df, args.objectives, out, [Path(d).name for d in dirs])
-    print(key_table_text(df, args.objectives))
-    print()
-    print(f"report: {paths.report}")
-    print(f"pareto set: {paths.pareto_csv}")
-    if paths.pareto_means_csv is not None:
-        print(f"pareto set on means over seeds: {paths.pareto_means_csv}")
+    tasks = sorted(str(t) for t in df["task"].dropna().unique()) if "task" in df.columns else []
+    parts = [(t, df[df["task"] == t], out / t) for t in tasks] if len(tasks) > 1 else [(None, df, out)]
+    if len(parts) > 1:  # one front per task: an accuracy and a perplexity are not one objective
+        print(f"analyze: {len(tasks)} tasks ({', '.join(tasks)}): one report per task in {out}/<task>")
+    for task, part, where in parts:
+        if task is not None:
+            print(f"\n== {task} ==")
+        paths = write_frame_report(part, args.objectives, where, [Path(d).name for d in dirs])
+        print(key_table_text(part, args.objectives))
+        print()
+        print(f"report: {paths.report}")
+        print(f"pareto set: {paths.pareto_csv}")
+        if paths.pareto_means_csv is not None:
+            print(f"pareto set on means over seeds: {paths.pareto_means_csv}")
     return 0
 
 

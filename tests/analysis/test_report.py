@@ -198,3 +198,28 @@ def test_merging_folders_with_different_steps_or_settings_warns(
     assert "grid-short: 24" in warnings[0] and "compare with care" in warnings[0]
     paths = write_frame_report(merged, None, tmp_path / "report")
     assert f"> **Warning:** {warnings[0]}" in paths.report.read_text()
+
+
+def test_analyze_refuses_a_folder_given_twice(grid_dir: Path) -> None:
+    args = _parser().parse_args(["analyze", str(grid_dir), str(grid_dir / ".." / grid_dir.name)])
+    with pytest.raises(ConfigError, match="is given twice; give each folder once"):
+        cli.run(args)
+
+
+def test_analyze_writes_one_report_per_task(
+    make_results: Any, make_trial: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sst2 = make_results(
+        tmp_path, "cls", "grid", [make_trial("c1"), make_trial("c2", peak=800.0, accuracy=0.8)]
+    )
+    lm = [
+        make_trial(f"l{i}", task="wikitext2", accuracy=None, perplexity=30.0 + i, peak=900.0 - 50 * i)
+        for i in range(3)
+    ]
+    wt2 = make_results(tmp_path, "lm", "grid", lm)
+    out = tmp_path / "both"
+    assert cli.run(_parser().parse_args(["analyze", str(sst2), str(wt2), "--out", str(out)])) == 0
+    assert len(pd.read_csv(out / "sst2" / "pareto.csv")) == 2
+    assert len(pd.read_csv(out / "wikitext2" / "pareto.csv")) == 3  # its own front, by perplexity
+    assert "perplexity:min" in (out / "wikitext2" / "report.md").read_text()
+    assert "2 tasks (sst2, wikitext2)" in capsys.readouterr().out
