@@ -155,6 +155,12 @@ def choose(
     if not completed:
         raise ConfigError("no completed trial with a measured peak in this folder; nothing to export")
     column, direction = _objective(objective, completed[0][1]["task"])
+    if not any(r.get(column) is not None for _, r in completed):
+        tasks = ", ".join(sorted({str(r["task"]) for _, r in completed}))
+        raise ConfigError(
+            f"--objective {objective}: no completed trial here measured {column} (task {tasks}); give a column "
+            "these trials have, e.g. the task's own metric"
+        )
     under = [
         (t, r) for t, r in completed if r["peak_memory_mb"] <= best_under_mb and r.get(column) is not None
     ]

@@ -166,9 +166,23 @@ def write_export(out: str | Path, record: ExportRecord, adapter_dir: str | Path)
         )
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(adapter_dir, out / ADAPTER_DIR)
+    name_base_model(out / ADAPTER_DIR / "adapter_config.json", record.model_source)
     save_record(out, record)
     (out / "README.md").write_text(readme_text(out, record))
     return out
+
+
+def name_base_model(config_path: Path, source: str) -> None:
+    """Fill PEFT's `base_model_name_or_path` in a copied adapter_config.json when the trial left it empty (rankbits
+    builds the base itself), so `AutoPeftModel*.from_pretrained(adapter)` finds the base: set when `source` is a
+    transformers folder (it has config.json) or a hub id; a tiny preset or a GGUF package is not loadable that way."""
+    folder = Path(source)
+    loadable = (folder / "config.json").is_file() or ("/" in source and not folder.exists())
+    config = json.loads(config_path.read_text())
+    if config.get("base_model_name_or_path") or not loadable:
+        return
+    config["base_model_name_or_path"] = source
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def save_record(out: str | Path, record: ExportRecord) -> None:
@@ -211,6 +225,11 @@ from trainables import load_exported
 model, tokenizer = load_exported("{out}")              # inference (eval mode)
 model, tokenizer = load_exported("{out}", trainable=True)  # continue training the adapter
 ```
+
+With `--merge`, `merged/` holds the adapter merged into a 16-bit copy of the base: a plain transformers folder
+(`AutoModelFor...from_pretrained("{out}/merged")`, no rankbits or PEFT needed; its metric at export is in
+`{EXPORT_FILE}`). `adapter/` is a PEFT adapter; on a base quantized otherwise than above it will not reproduce the
+trial's numbers exactly.
 
 `{EXPORT_FILE}` holds the full trial config, its metrics and the library versions it ran with.
 """

@@ -88,6 +88,10 @@ def test_export_by_trial_id_of_a_grid_folder_checks_the_metric(grid_folder, runs
         (["--trial", "nope"], "--trial 'nope': no such trial here"),
         ([], "give --trial ID or --best-under-mb M"),
         (["--best-under-mb", "1000", "--objective", "bogus:max"], "bogus"),
+        (
+            ["--best-under-mb", "1000", "--objective", "perplexity:min"],
+            "no completed trial here measured perplexity (task sst2)",
+        ),
     ],
 )
 def test_bad_choice_is_one_line_and_exit_2(grid_folder, tmp_path, capsys, args, message):

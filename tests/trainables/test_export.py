@@ -147,3 +147,24 @@ def test_the_trials_predicted_peak_is_predict_peak(trained):
 
     cfg, result, _ = trained
     assert result.predicted_peak_mb == round(predicted_peak_mb(cfg, "cpu"), 1)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [("folder", "folder"), ("org/model-id", "org/model-id"), ("tiny-bert", None), ("gguf-package", None)],
+)
+def test_the_copied_adapter_names_a_loadable_base(tmp_path, source, expected):
+    """PEFT's `base_model_name_or_path` is filled for a transformers folder or a hub id, so
+    `AutoPeftModel*.from_pretrained(adapter)` finds the base; a preset name or a folder without config.json is
+    not loadable that way and stays empty."""
+    import json
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text("{}")
+    (tmp_path / "gguf-package").mkdir()
+    config = tmp_path / "adapter_config.json"
+    config.write_text(json.dumps({"base_model_name_or_path": None, "r": 8}))
+    src = str(tmp_path / source) if source in ("folder", "gguf-package") else source
+    export.name_base_model(config, src)
+    saved = json.loads(config.read_text())
+    assert saved["base_model_name_or_path"] == (src if expected else None) and saved["r"] == 8
