@@ -109,7 +109,8 @@ def run_reeval(args: argparse.Namespace, root: Path, objectives: dict[str, str])
         return []
     seeds = sorted({c.training.seed for c in cells})
     print(
-        f"\nrankbits: re-evaluating the {len(configs)} front points on seeds {', '.join(map(str, seeds))}",
+        f"\nrankbits: re-evaluating the {len(configs)} front point{'s' if len(configs) != 1 else ''} on "
+        f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}",
         flush=True,
     )
     device = detect_device(args.device_memory_gb)

@@ -96,6 +96,24 @@ def reuse_workers(device: DeviceInfo, trial_process: str | None = None, reuse: b
     return decide(device, trial_process, reuse)
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """ConfigError at once when a `host:port` address has nothing listening (Ray itself retries its GCS connection
+    for minutes, printing warnings); `auto`, `ray://` and other forms are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "/" in address or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--ray-address {address!r}: nothing answers there ({exc.__class__.__name__}); start the cluster with "
+            "`ray start --head` and pass the address it prints (host:port), or drop --ray-address"
+        ) from None
+
+
 def _start_ray(device: DeviceInfo, address: str | None) -> bool:
     import ray
 
@@ -107,6 +125,7 @@ def _start_ray(device: DeviceInfo, address: str | None) -> bool:
         "configure_logging": True,
     }
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -34,6 +34,22 @@ CASES = [
     ),
     (["pareto", "--model", "tiny-bert", "--storage", "notaurl"], "--storage 'notaurl': not a database URL"),
     (["pareto", "--model", "tiny-bert", "--storage", "nosuchdb://x/y"], "cannot open it"),
+    (["pareto", "--model", "tiny-bert", "--seed", "-5"], "a seed must be between 0 and 2**32 - 1"),
+    (["grid", "--model-sst2", "tiny-bert", "--seeds", "0,0"], "seed 0 is given twice"),
+    (["run", "--model", "tiny-bert", "--set", "training.seed=-1"], "training.seed: -1 must be between 0"),
+    (
+        ["sensitivity", "--model", "tiny-llama", "--task", "wikitext2", "--seq-len", "100000"],
+        "--seq-len 100000: model 'tiny-llama' takes at most 512 tokens",
+    ),
+    (
+        ["sensitivity", "--model", "tiny-bert", "--plot", "no/such/folder/x.png"],
+        "--plot 'no/such/folder/x.png': its folder does not exist",
+    ),
+    (
+        ["grid", "--model-sst2", "tiny-bert", "--ray-address", "127.0.0.1:1"],
+        "--ray-address '127.0.0.1:1': nothing",
+    ),
+    (["analyze", ".", "."], "results folder '.' is given twice"),
 ]
 
 
