@@ -425,5 +425,37 @@ def handle(args: argparse.Namespace) -> int:
             )
             measured.append(dataclasses.replace(row, measured_mb=value, measure_error=error))
         plan = dataclasses.replace(plan, rows=measured)
+        for line in measure_warnings(plan, args.measure):
+            print(f"rankbits plan: warning: {line}", file=sys.stderr)
     print(json.dumps(plan_dict(plan), indent=2) if args.json else plan_text(plan))
     return 0
+
+
+SHORT_MEASURE_STEPS = 30
+"""Below this many steps a padded-batch task (SST-2) has not yet met a batch near its longest row (--measure's help)."""
+MEASURE_WARN = 0.25
+"""Rows measured further than this from their prediction are named after the table."""
+
+
+def measure_warnings(plan: Plan, steps: int) -> list[str]:
+    """What a reader of `plan --measure` must know before trusting its error column: a short measure of a task
+    whose batches are padded to their longest row, and rows whose measure is off by more than 25%."""
+    from trainables.tasks import get_task
+
+    lines = []
+    if get_task(plan.task).head_kind == "classification" and steps < SHORT_MEASURE_STEPS:
+        lines.append(
+            f"--measure {steps}: {plan.task} pads each batch to its longest row and the first {steps} steps "
+            f"may not reach the longest the plan allows for; the measure reads low (use >= {SHORT_MEASURE_STEPS})"
+        )
+    for row in plan.rows:
+        if row.measured_mb is None or not row.total_mb:
+            continue
+        error = (row.measured_mb - row.total_mb) / row.total_mb
+        if abs(error) > MEASURE_WARN:
+            lines.append(
+                " ".join([row.config_id, *(f"{k}={v}" for k, v in row.settings.items())])
+                + f" measured {100 * error:+.0f}% from its prediction ({row.measured_mb:,.1f} vs "
+                f"{row.total_mb:,.1f} MB): beyond the band the memory model is checked to (README, memory model)"
+            )
+    return lines

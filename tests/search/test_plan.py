@@ -226,3 +226,20 @@ def test_mmap_threshold_plans_for_the_live_tensor_measure(capsys, monkeypatch):
 def test_a_sequence_longer_than_the_model_takes_is_refused_as_run_refuses_it():
     with pytest.raises(ConfigError, match="training.seq_len: 1024 tokens is above the 512"):
         _plan(model="tiny-gpt2", overrides=["training.seq_len=1024"])
+
+
+def test_measure_warnings_name_a_short_padded_measure_and_rows_off_by_a_quarter():
+    from search.plan_cmd import Plan, PlanRow, measure_warnings
+
+    def row(config_id, measured, total=100.0):
+        return PlanRow(config_id, {"training.batch_size": "8"}, 8, 64, {}, total, None, None, None, measured)
+
+    plan = Plan(
+        "tiny-bert", "sst2", "cpu", None, [row("B-FP", 110.0), row("B-Q4", 180.0), row("Joint-1", None)]
+    )
+    lines = measure_warnings(plan, 10)
+    assert "--measure 10: sst2 pads each batch" in lines[0]
+    assert len(lines) == 2 and lines[1].startswith(
+        "B-Q4 training.batch_size=8 measured +80% from its prediction"
+    )
+    assert measure_warnings(Plan("tiny-llama", "wikitext2", "cpu", None, [row("B-FP", 110.0)]), 10) == []
