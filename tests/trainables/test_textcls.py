@@ -69,7 +69,7 @@ def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):
         (None, {}, "task.data: .*missing.csv' not found"),
         (b"", {}, "is empty"),
         (b"sentence,label\n", {}, "has a header but no rows"),
-        (b"sentence,label\n\xff\xfe bad,1\n", {}, "is not UTF-8 text"),
+        (b"sentence,label\n\xff\xfe bad,1\n", {}, r"is not UTF-8 text \(byte 15\)"),
         (
             b"text,label\na,1\nb,0\n",
             {},

@@ -173,7 +173,7 @@ def read_table(path: Path, text_column: str, label_column: str, what: str) -> tu
             )
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{what}: {str(path)!r} is not UTF-8 text (byte {exc.start}); convert it to UTF-8"
+            f"{what}: {str(path)!r} is not UTF-8 text (byte {first_bad_byte(path, exc.start)}); convert it to UTF-8"
         ) from None
     except pd.errors.EmptyDataError:
         raise ConfigError(f"{what}: {str(path)!r} is empty; give a file with a header and rows") from None
@@ -241,3 +241,14 @@ def _hub(
 
     texts, labels = rows("train")
     return texts, labels, ((*rows(split), f"hub split {split}") if want_eval else None)
+
+
+def first_bad_byte(path: Path, fallback: int) -> int:
+    """The offset of the first byte of `path` that is not UTF-8 (pandas reports it within its read chunk)."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    except OSError:
+        pass
+    return fallback
