@@ -183,6 +183,7 @@ def table_text(table: Any) -> str:
 def plot_table(table: Any, path: str) -> None:
     """Draw KL per block at each width (log scale) and the importance per block; writes `path`."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -201,6 +202,7 @@ def plot_table(table: Any, path: str) -> None:
         ax2.bar(df.index, df["importance"])
     ax2.set_ylabel("gradient norm^2 (importance)")
     ax2.set_xlabel("block")
+    ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # blocks are whole numbers
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
