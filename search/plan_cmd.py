@@ -260,7 +260,7 @@ def build_plan(
                     fits=None if budget_mb is None else total <= budget_mb,
                     max_batch_size=max_batch,
                     max_seq_len=max_seq,
-                    extra={"config": cfg.to_dict()},
+                    extra={"config": cfg.to_dict(), "positions": positions},
                 )
             )
     from trainables.memory import model_key
@@ -366,7 +366,7 @@ def plan_text(plan: Plan) -> str:
             f"{r.total_mb:,.1f}",
             "-" if r.fits is None else ("yes" if r.fits else "NO"),
             "-" if r.max_batch_size is None else str(r.max_batch_size),
-            "-" if r.max_seq_len is None else str(r.max_seq_len),
+            "-" if r.max_seq_len is None else str(r.max_seq_len) + _limit_mark(r),
         ]
         if measured:
             if r.measured_mb is not None:
@@ -382,7 +382,17 @@ def plan_text(plan: Plan) -> str:
         lines.append(
             "  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
         )
+    if any(_limit_mark(r) for r in plan.rows):
+        lines += ["", "* the model's own position limit: every length the model takes fits the budget"]
     return "\n".join(lines)
+
+
+def _limit_mark(row: PlanRow) -> str:
+    """'*' when the largest fitting sequence length is the model's position limit, not the budget's."""
+    positions = row.extra.get("positions")
+    return (
+        "*" if row.max_seq_len is not None and positions is not None and row.max_seq_len >= positions else ""
+    )
 
 
 def _device_and_budget(args: argparse.Namespace) -> tuple[str, float | None]:
