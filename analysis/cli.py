@@ -83,17 +83,38 @@ def run(args: argparse.Namespace) -> int:
     parts = [(t, df[df["task"] == t], out / t) for t in tasks] if len(tasks) > 1 else [(None, df, out)]
     if len(parts) > 1:  # one front per task: an accuracy and a perplexity are not one objective
         print(f"analyze: {len(tasks)} tasks ({', '.join(tasks)}): one report per task in {out}/<task>")
+    written = []
     for task, part, where in parts:
         if task is not None:
             print(f"\n== {task} ==")
         paths = write_frame_report(part, args.objectives, where, [Path(d).name for d in dirs])
+        written.append((task, paths))
         print(key_table_text(part, args.objectives))
         print()
         print(f"report: {paths.report}")
         print(f"pareto set: {paths.pareto_csv}")
         if paths.pareto_means_csv is not None:
             print(f"pareto set on means over seeds: {paths.pareto_means_csv}")
+    if len(written) > 1:
+        index = write_task_index(out, written)
+        print(f"\nreport index: {index}")
     return 0
+
+
+def write_task_index(out: Path, written: list[tuple[Any, Any]]) -> Path:
+    """OUT/report.md linking each task's report, and OUT/pareto.csv holding every task's Pareto set (its `task`
+    column tells them apart); returns the index's path."""
+    import pandas as pd
+
+    lines = ["# rankbits analysis: one report per task", ""]
+    lines += [
+        f"- [{task}]({task}/{paths.report.name}): Pareto set in `{task}/{paths.pareto_csv.name}`"
+        for task, paths in written
+    ]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fronts = [pd.read_csv(paths.pareto_csv) for _, paths in written]
+    pd.concat([f for f in fronts if len(f)], ignore_index=True).to_csv(out / "pareto.csv", index=False)
+    return out / "report.md"
 
 
 def main(argv: list[str] | None = None) -> int:

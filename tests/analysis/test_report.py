@@ -223,3 +223,5 @@ def test_analyze_writes_one_report_per_task(
     assert len(pd.read_csv(out / "wikitext2" / "pareto.csv")) == 3  # its own front, by perplexity
     assert "perplexity:min" in (out / "wikitext2" / "report.md").read_text()
     assert "2 tasks (sst2, wikitext2)" in capsys.readouterr().out
+    assert "(wikitext2/report.md)" in (out / "report.md").read_text()  # the index
+    assert sorted(pd.read_csv(out / "pareto.csv")["task"]) == ["sst2"] * 2 + ["wikitext2"] * 3
