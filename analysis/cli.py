@@ -66,9 +66,10 @@ def run(args: argparse.Namespace) -> int:
     for folder in dirs:
         if not Path(folder).is_dir():
             raise ConfigError(f"results folder {str(folder)!r} does not exist; give results/<name> folders")
-        if Path(folder).resolve() in seen:  # its trials would count twice (every config n=2)
+        resolved = Path(folder).resolve()
+        if resolved in seen:  # its trials would count twice (every config n=2)
             raise ConfigError(f"results folder {str(folder)!r} is given twice; give each folder once")
-        seen.add(Path(folder).resolve())
+        seen.add(resolved)
     out = args.out if args.out is not None else default_out_dir(dirs)
     # pandas and matplotlib are imported here, not when `rankbits grid` builds its parser (0.4 s of its start).
     from analysis.report import key_table_text, write_frame_report

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.config import TrialConfig
+from trainables.config import MAX_SEED, TrialConfig
 from trainables.errors import ConfigError
 from trainables.harness import ENV, parse_mmap_threshold, parse_reuse_workers, parse_trial_process
 from trainables.results_folder import SPEC_FILE
@@ -105,9 +105,8 @@ def check_max_steps(args: argparse.Namespace) -> None:
 
 
 def task_training(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The task's default `training.*` settings (`spec.training`) with `--seed` and a checked `--max-steps`: what a
-    search's base config and a plain `rankbits run` train with. ConfigError for a bad `--max-steps`."""
-    check_max_steps(args)
+    """The task's default `training.*` settings (`spec.training`) with `--seed` and `--max-steps` (checked by the
+    caller, `check_max_steps`): what a search's base config and a plain `rankbits run` train with."""
     training = dict(spec.training, seed=args.seed)
     if args.max_steps is not None:
         training["max_steps"] = args.max_steps
@@ -182,12 +181,8 @@ def parse_tasks(text: str) -> list[str]:
     return parse_csv(text, "--tasks", task_names())
 
 
-MAX_SEED = 2**32 - 1
-"""The largest seed numpy's and torch's generators accept (`numpy.random.seed`: 0 <= seed < 2**32)."""
-
-
 def seed_arg(text: str) -> int:
-    """argparse `type` of a single seed: an integer in 0 .. 2**32 - 1 (argparse turns the error into exit 2)."""
+    """argparse `type` of a single seed: an integer in 0 .. `MAX_SEED` (argparse turns the error into exit 2)."""
     try:
         value = int(text)
     except ValueError:

@@ -123,8 +123,9 @@ def plan_text(todo: list[TrialConfig], concurrency: int, when: TimePrediction) -
     else:
         minutes = when.seconds / max(1, min(concurrency, len(todo))) / 60
         note = "" if when.timed == len(todo) else f", {len(todo) - when.timed} trials untimed"
+        shown = "under 1" if minutes < 0.5 else f"~{minutes:.0f}"
         lines.append(
-            f"  predicted time: {'under 1' if minutes < 0.5 else f'~{minutes:.0f}'} min at up to {concurrency} at once (from {when.samples} earlier "
+            f"  predicted time: {shown} min at up to {concurrency} at once (from {when.samples} earlier "
             f"trials{note})"
         )
     return "\n".join(lines)

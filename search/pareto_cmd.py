@@ -19,6 +19,7 @@ from search.common import (
     apply_overrides,
     atomic_write_json,
     check_harness_flags,
+    check_max_steps,
     fold_task_data_flags,
     seed_arg,
     task_spec,
@@ -90,6 +91,7 @@ def parse_task_objectives(text: str | None, task: str) -> dict[str, str]:
 def base_config(args: argparse.Namespace) -> TrialConfig:
     spec = task_spec(args.task)
     fold_task_data_flags(args)
+    check_max_steps(args)
     training = task_training(spec, args)
     cfg = TrialConfig.from_dict(
         {

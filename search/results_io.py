@@ -75,10 +75,17 @@ def prepare_folder(root: Path, spec: dict[str, Any], resume: bool, overwrite: bo
             f"results folder {str(root)!r} already holds a different experiment ({diff}); use another --name, "
             "--resume with the same settings, or --overwrite to move the old one aside"
         )
-    aside = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-    shutil.move(str(root), str(aside))
+    aside = move_aside(root)
     print(f"moved the earlier experiment aside to {aside}")
     return False
+
+
+def move_aside(folder: Path) -> Path:
+    """Rename `folder` to `<folder>.old-<time>` beside it (what `--overwrite` does: nothing is deleted); returns
+    the new path."""
+    aside = folder.with_name(f"{folder.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(folder), str(aside))
+    return aside
 
 
 NOT_COMPARED = ("created", "resumed", "ray_address", "trials", "reeval_seeds")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from search.common import (
     task_spec,
     task_training,
 )
-from search.results_io import SPEC_FILE
+from search.results_io import SPEC_FILE, move_aside
 from spaces.grid import GRID_IDS, grid_config
 from trainables.config import TrialConfig
 from trainables.errors import ConfigError
@@ -66,7 +65,7 @@ def build_config(args: argparse.Namespace) -> TrialConfig:
     spec = task_spec(args.task)
     fold_task_data_flags(args)
     model = args.model or spec.model
-    check_max_steps(args)
+    check_max_steps(args)  # both branches: a grid cell's steps and task_training's
     from trainables.checks import preflight
     from trainables.config import ModelConfig
     from trainables.models import count_layers
@@ -163,9 +162,7 @@ def prepare_output(out: Path, overwrite: bool) -> None:
                 f"--output {str(out)!r} already holds a result; choose another folder or pass --overwrite "
                 "(the old one is moved aside)"
             )
-        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(out), str(aside))
-        print(f"moved the earlier result aside to {aside}", file=sys.stderr)
+        print(f"moved the earlier result aside to {move_aside(out)}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -36,6 +36,10 @@ the text as released, one string, cut into non-overlapping blocks (the transform
 code does)."""
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy's and torch's generators accept (`numpy.random.seed`: 0 <= seed < 2**32)."""
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -313,7 +317,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         _require(self.lr > 0, f"training.lr: {self.lr} must be > 0")
         _require(
-            0 <= self.seed < 2**32,
+            0 <= self.seed <= MAX_SEED,
             f"training.seed: {self.seed} must be between 0 and 2**32 - 1 (numpy's range)",
         )
         _require(self.batch_size > 0, f"training.batch_size: {self.batch_size} must be > 0")
