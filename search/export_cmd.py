@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search.common import add_data_flag
+from trainables.config import DEVICES
 from trainables.errors import ConfigError
 from trainables.tasks import TASKS, get_task
 
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device",
         default=None,
-        help="where the check runs: cpu, cuda or mps (default: the trial's, if here)",
+        choices=DEVICES,
+        help="where the check runs: auto, cpu, cuda or mps (default: the trial's, if here)",
     )
     p.add_argument("--skip-check", action="store_true", help="do not re-evaluate the exported model")
     add_data_flag(p)
@@ -204,6 +206,16 @@ def _trial_device(result: dict[str, Any]) -> str:
     return device
 
 
+def check_device(device: str) -> None:
+    """ConfigError (one line, exit 2) naming `--device` when `device` is not available on this machine."""
+    from trainables.loop import pick_device
+
+    try:
+        pick_device(device)
+    except ConfigError:
+        raise ConfigError(f"--device {device}: not available on this machine; use auto or cpu") from None
+
+
 def handle(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -211,6 +223,9 @@ def handle(args: argparse.Namespace) -> int:
 
     chosen = choose(find_trials(args.results_dir), args.trial, args.best_under_mb, args.objective)
     record = export.make_record(chosen.config, chosen.result, chosen.trial_id, str(Path(args.results_dir)))
+    device = args.device or _trial_device(record.result)
+    if not args.skip_check or args.merge:  # before OUT is written: a refused device must not block a retry
+        check_device(device)
     out = export.write_export(args.out, record, chosen.adapter_dir)
     print(
         f"rankbits export: {record.config.get('config_id') or 'custom'} (trial {record.trial_id or '-'}) -> {out}",
@@ -218,7 +233,7 @@ def handle(args: argparse.Namespace) -> int:
     )
     failed = []
     if not args.skip_check or args.merge:
-        model, tokenizer = export.load_exported(out, device=args.device or _trial_device(record.result))
+        model, tokenizer = export.load_exported(out, device=device)
         checks = {}
         trial_value = record.metric
         if trial_value is not None and not args.skip_check:

@@ -101,6 +101,25 @@ def test_bad_choice_is_one_line_and_exit_2(grid_folder, tmp_path, capsys, args, 
     assert not (tmp_path / "x").exists()
 
 
+def test_a_device_not_here_is_refused_before_the_folder_is_written(
+    grid_folder, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["export", str(grid_folder), "--trial", "aaaaa_00001", "--out", str(tmp_path / "x")]
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rankbits export: error: --device cuda: not available on this machine; use auto or cpu"]
+    assert not (
+        tmp_path / "x"
+    ).exists()  # a retry with another device is not blocked by a half-written folder
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--device", "tpu"])
+    assert info.value.code == 2 and "invalid choice: 'tpu'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_not_a_results_folder_and_a_taken_out_are_refused(runs, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a results folder" in capsys.readouterr().err
