@@ -81,12 +81,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The subcommands action of a `build_parser` parser (its `.choices` maps each name to its parser)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def given_flags(argv: list[str]) -> set[str]:
     """The option destinations the user typed in `argv` (not filled from defaults): a resume takes every other
     setting from the experiment it continues."""
     parser = build_parser(argv)
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for subparser in sub.choices.values():
+    for subparser in subparsers(parser).choices.values():
         for action in subparser._actions:
             action.default = argparse.SUPPRESS
     try:
@@ -115,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         load_env()
         _use_cluster_token()
     parser = build_parser(argv)
-    args = parser.parse_args(argv)  # --help exits here, before the libraries below are imported
+    args, unknown = parser.parse_known_args(
+        argv
+    )  # --help exits here, before the libraries below are imported
+    if unknown:  # told by the subcommand's parser: its prog names the command, its --help lists the flags
+        subparsers(parser).choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.given = given_flags(argv)
     quiet_libraries()
     try:

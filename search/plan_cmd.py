@@ -40,7 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="preset, hub id, model folder or its config.json")
     add_task_flag(p)
     p.add_argument(
-        "--config", dest="configs", default=",".join(GRID_IDS), help=f"comma list of {', '.join(GRID_IDS)}"
+        "--configs",
+        "--config",
+        dest="configs",
+        default=",".join(GRID_IDS),
+        help=f"comma list of {', '.join(GRID_IDS)} (--configs as in grid; --config is the same flag)",
     )
     p.add_argument(
         "--device", choices=PLAN_DEVICES, default=None, help="device to predict for (default: this machine's)"
