@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,17 @@ from trainables.results_folder import atomic_write_text as atomic_write_text
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 """Optuna samplers of `rankbits pareto --sampler` (built in search.searcher.make_sampler)."""
+
+
+def data_dir_of(args: argparse.Namespace) -> str | None:
+    """The local data root a grid / pareto experiment reads: `--data-dir`, else $RANKBITS_DATA_DIR, as an
+    absolute path (Ray workers run in other folders); None: the hub. Recorded in experiment.json as `data_dir`."""
+    given = args.data_dir or os.environ.get("RANKBITS_DATA_DIR")
+    return absolute_dir(given)
+
+
+def absolute_dir(path: str | None) -> str | None:
+    return str(Path(path).expanduser().absolute()) if path else None
 
 
 def add_data_flag(p: argparse.ArgumentParser) -> None:
@@ -162,6 +174,16 @@ def check_harness_flags(args: argparse.Namespace) -> None:
         args.mmap_threshold = parse_mmap_threshold(args.mmap_threshold)
 
 
+def check_launch_flags(args: argparse.Namespace) -> None:
+    """The harness flags (`check_harness_flags`) and grid / pareto's --max-concurrent and --device-memory-gb,
+    checked before Ray is imported or started. Raises ConfigError naming the value."""
+    check_harness_flags(args)
+    if args.max_concurrent is not None and args.max_concurrent <= 0:
+        raise ConfigError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
+    if args.device_memory_gb is not None and args.device_memory_gb <= 0:
+        raise ConfigError(f"--device-memory-gb {args.device_memory_gb}: must be > 0")
+
+
 def parse_csv(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
@@ -247,6 +269,10 @@ HARNESS_FLAGS = [
 ]
 """What `grid / pareto --resume` reads back from experiment.json's `harness` (absent in older folders: then the
 flags, the environment or the defaults decide)."""
+
+DATA_DIR_FLAG = SpecFlag("data_dir", lambda s: s["data_dir"], to_spec=absolute_dir)
+"""`--data-dir` read back by `--resume`: the remaining trials read the data the first ones read (a resume with
+$RANKBITS_DATA_DIR set or unset differently is refused by the folder check, naming data_dir)."""
 
 
 def adopt_spec(args: argparse.Namespace, root: Path, flags: list[SpecFlag]) -> None:

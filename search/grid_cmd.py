@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
 from search.common import (
+    DATA_DIR_FLAG,
     HARNESS_FLAGS,
     SpecFlag,
     add_data_flag,
@@ -17,8 +17,9 @@ from search.common import (
     add_task_data_flags,
     adopt_spec,
     apply_overrides,
-    check_harness_flags,
+    check_launch_flags,
     check_max_steps,
+    data_dir_of,
     fold_task_data_flags,
     parse_seeds,
     parse_tasks,
@@ -112,7 +113,7 @@ def build_cells(args: argparse.Namespace) -> list[TrialConfig]:
     tasks = parse_tasks(args.tasks)
     seeds = parse_seeds(args.seeds)
     check_max_steps(args)
-    data_dir = args.data_dir or os.environ.get("RANKBITS_DATA_DIR")
+    data_dir = data_dir_of(args)
     models = task_models(args)
     critical = getattr(args, "critical", None)
     overrides = list(args.overrides) + ([f"quantization.critical={critical}"] if critical else [])
@@ -156,6 +157,7 @@ def grid_flags() -> list[SpecFlag]:
         SpecFlag("overrides", lambda s: s["overrides"], list, list),
         *HARNESS_FLAGS,
         SpecFlag("critical", lambda s: s["critical"]),
+        DATA_DIR_FLAG,
     ]
 
 
@@ -173,6 +175,7 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": parse_seeds(args.seeds),
         "max_steps": args.max_steps,
         "overrides": list(args.overrides),
+        "data_dir": data_dir_of(args),
         # only when given: experiments started before the flag existed still resume
         **({"critical": args.critical} if getattr(args, "critical", None) else {}),
     }
@@ -185,7 +188,7 @@ def handle(args: argparse.Namespace) -> int:
 
     fold_task_data_flags(args)
     adopt_spec(args, root_of(args), grid_flags())
-    check_harness_flags(args)
+    check_launch_flags(args)
     cells = build_cells(args)  # bad input is refused before anything is written, the lock file included
     spec = spec_of(args)
     order = [results_io.cell_key(c.config_id or "", c.task.name, c.training.seed) for c in cells]

@@ -138,10 +138,6 @@ def launch(
     from search.tuner import init_ray, quiet
 
     quiet()
-    if args.max_concurrent is not None and args.max_concurrent <= 0:
-        raise ConfigError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
-    if args.device_memory_gb is not None and args.device_memory_gb <= 0:
-        raise ConfigError(f"--device-memory-gb {args.device_memory_gb}: must be > 0")
     root = root_of(args)
     device = detect_device(args.device_memory_gb)
     harness = resolve_harness(
@@ -151,6 +147,8 @@ def launch(
         getattr(args, "mmap_threshold", None),
     )
     spec = {**spec, "harness": harness.to_dict()}  # experiment.json says how peaks were measured
+    if not args.overwrite:  # another experiment in the folder is refused before Ray starts (moves nothing)
+        results_io.prepare_folder(root, spec, args.resume, overwrite=False)
     # The predicted peaks (model classes imported, meta models built) are computed while Ray starts.
     use_memory = init_ray(device, args.ray_address, meanwhile=lambda: predict_all(cells, device.kind))
     resource_cells(cells, device, True, args.max_concurrent)  # budget check before touching the folder

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from search.common import (
+    DATA_DIR_FLAG,
     HARNESS_FLAGS,
     SAMPLERS,
     SpecFlag,
@@ -18,8 +18,9 @@ from search.common import (
     adopt_spec,
     apply_overrides,
     atomic_write_json,
-    check_harness_flags,
+    check_launch_flags,
     check_max_steps,
+    data_dir_of,
     fold_task_data_flags,
     seed_arg,
     task_spec,
@@ -95,7 +96,7 @@ def base_config(args: argparse.Namespace) -> TrialConfig:
     training = task_training(spec, args)
     cfg = TrialConfig.from_dict(
         {
-            "task": {"name": args.task, "data_dir": args.data_dir or os.environ.get("RANKBITS_DATA_DIR")},
+            "task": {"name": args.task, "data_dir": data_dir_of(args)},
             "model": {"name": args.model or spec.model},
             "training": training,
         }
@@ -146,6 +147,7 @@ PARETO_FLAGS = [
     SpecFlag("storage", lambda s: s["storage"]),
     SpecFlag("trials", lambda s: s["trials"], must_match=False),
     REEVAL_FLAG,
+    DATA_DIR_FLAG,
     *HARNESS_FLAGS,
     *GUIDED_FLAGS,
 ]
@@ -155,11 +157,25 @@ PARETO_FLAGS = [
 def handle(args: argparse.Namespace) -> int:
     from search.lock import folder_lock
 
+    fold_task_data_flags(args)
+    adopt_spec(args, root_of(args), PARETO_FLAGS)
+    objectives = check_flags(args)  # before Ray and the libraries are imported: bad input fails in a second
     with folder_lock(root_of(args)):  # a second run on this folder is refused while this one lives
-        return _search(args)
+        return _search(args, objectives)
 
 
-def _search(args: argparse.Namespace) -> int:
+def check_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The flags checked without Ray, torch or the model; returns the objectives (column -> min / max).
+    Raises ConfigError naming the value."""
+    check_launch_flags(args)
+    if args.trials <= 0:
+        raise ConfigError(f"--trials {args.trials}: must be >= 1")
+    if args.sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    return parse_task_objectives(args.objectives, args.task)
+
+
+def _search(args: argparse.Namespace, objectives: dict[str, str]) -> int:
     from ray import tune
 
     from search import guided, results_io
@@ -181,14 +197,6 @@ def _search(args: argparse.Namespace) -> int:
     from trainables.memory import arch_for
 
     quiet()
-    fold_task_data_flags(args)
-    adopt_spec(args, root_of(args), PARETO_FLAGS)
-    check_harness_flags(args)
-    if args.trials <= 0:
-        raise ConfigError(f"--trials {args.trials}: must be >= 1")
-    if args.sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    objectives = parse_task_objectives(args.objectives, args.task)
     guide_options = guided.options_of(args)
     guided.check(guide_options, args.task, args.enqueue_grid)
     make_sampler(args.sampler, args.seed, len(objectives))  # gp without scipy fails before any write
@@ -217,6 +225,7 @@ def _search(args: argparse.Namespace) -> int:
         "asha": args.asha,
         "max_steps": base.training.max_steps,
         "overrides": list(args.overrides),
+        "data_dir": base.task.data_dir,
         "enqueue_grid": args.enqueue_grid,
         "storage": args.storage,
         "trials": args.trials,

@@ -93,7 +93,7 @@ NOT_COMPARED = ("created", "resumed", "ray_address", "trials", "reeval_seeds")
 re-evaluated on more seeds)."""
 
 
-ADDED_LATER = ("harness", "reeval_seeds", "guided")
+ADDED_LATER = ("harness", "reeval_seeds", "guided", "data_dir")
 """experiment.json keys that older folders lack: a rerun of such a folder is not refused for them."""
 
 

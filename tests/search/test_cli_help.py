@@ -55,3 +55,52 @@ def test_argparse_errors_are_one_line_with_exit_2(capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err and "--help" in err, err
+
+
+def test_a_mistyped_flag_is_told_by_its_subcommand(capsys):
+    import pytest
+
+    from search import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--cofnig", "B-FP"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "rankbits run: error: unrecognized arguments: --cofnig B-FP (see rankbits run --help)\n"
+
+
+def test_plan_takes_configs_as_grid_does():
+    from search import cli
+
+    for flag in ("--configs", "--config"):
+        args = cli.build_parser(["plan"]).parse_args(["plan", "--model", "tiny-bert", flag, "B-Q4,B-FP"])
+        assert args.configs == "B-Q4,B-FP"
+
+
+CHECK = """
+import sys
+from search import cli
+rc = cli.main(sys.argv[1:])
+print("RC", rc, "RAY", "ray" in sys.modules)
+"""
+
+
+def test_search_flags_are_refused_before_ray_is_imported(tmp_path):
+    cases = {
+        ("pareto", "--trials", "0"): "--trials 0: must be >= 1",
+        ("pareto", "--sampler", "cmaes"): "--sampler 'cmaes': choose one of",
+        ("pareto", "--max-concurrent", "0"): "--max-concurrent 0: must be >= 1",
+        ("grid", "--device-memory-gb", "-1"): "--device-memory-gb -1.0: must be > 0",
+        ("grid", "--max-concurrent", "0"): "--max-concurrent 0: must be >= 1",
+    }
+    for argv, message in cases.items():
+        proc = subprocess.run(
+            [sys.executable, "-c", CHECK, *argv, "--results-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=120,
+        )
+        assert "RC 2 RAY False" in proc.stdout, (argv, proc.stdout, proc.stderr[-2000:])
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (argv, proc.stderr)
+    assert not any(tmp_path.iterdir())

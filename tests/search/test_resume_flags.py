@@ -129,3 +129,56 @@ def test_a_grid_folder_recording_models_of_tasks_it_does_not_run_still_resumes(t
     other = {"kind": "grid", "tasks": ["wikitext2"], "models": {"wikitext2": "smollm2-360m"}}
     with pytest.raises(ConfigError, match="models"):
         results_io.prepare_folder(tmp_path, other, resume=True, overwrite=False)
+
+
+def test_grid_resume_reads_the_data_dir_the_first_trials_read(tmp_path, monkeypatch, tiny_data):
+    monkeypatch.delenv("RANKBITS_DATA_DIR", raising=False)
+    monkeypatch.chdir(tiny_data.parent)
+    args = parsed(
+        ["grid", "--results-dir", str(tmp_path), "--name", "g", *ORIGINAL, "--data-dir", tiny_data.name]
+    )
+    spec = grid_cmd.spec_of(args)
+    assert spec["data_dir"] == str(tiny_data)  # absolute: Ray workers run in other folders
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "experiment.json").write_text(json.dumps(spec))
+    resumed = parsed(["grid", "--results-dir", str(tmp_path), "--name", "g", "--resume"])
+    adopt_spec(resumed, grid_cmd.root_of(resumed), grid_cmd.GRID_FLAGS)
+    assert grid_cmd.spec_of(resumed) == spec
+    assert all(c.task.data_dir == str(tiny_data) for c in grid_cmd.build_cells(resumed))
+    other = parsed(
+        ["grid", "--results-dir", str(tmp_path), "--name", "g", "--resume", "--data-dir", "elsewhere"]
+    )
+    with pytest.raises(ConfigError, match="--data-dir 'elsewhere'"):
+        adopt_spec(other, grid_cmd.root_of(other), grid_cmd.GRID_FLAGS)
+
+
+def test_a_resume_reading_other_data_through_the_environment_is_refused(tmp_path, monkeypatch):
+    from search import results_io
+
+    monkeypatch.delenv("RANKBITS_DATA_DIR", raising=False)
+    spec = started_grid(tmp_path)  # started on the hub's data
+    assert spec["data_dir"] is None
+    monkeypatch.setenv("RANKBITS_DATA_DIR", str(tmp_path))
+    args = parsed(["grid", "--results-dir", str(tmp_path), "--name", "g", "--resume"])
+    adopt_spec(args, grid_cmd.root_of(args), grid_cmd.GRID_FLAGS)
+    with pytest.raises(ConfigError, match="data_dir: was None"):
+        results_io.prepare_folder(
+            grid_cmd.root_of(args), grid_cmd.spec_of(args), resume=True, overwrite=False
+        )
+
+
+def test_folders_written_before_data_dir_was_recorded_still_resume(tmp_path, monkeypatch):
+    from search import results_io
+
+    monkeypatch.setenv("RANKBITS_DATA_DIR", str(tmp_path))
+    spec = started_grid(tmp_path)
+    old = {k: v for k, v in spec.items() if k != "data_dir"}
+    (tmp_path / "g" / "experiment.json").write_text(json.dumps(old))
+    assert results_io.prepare_folder(tmp_path / "g", spec, resume=True, overwrite=False)
+
+
+def test_pareto_records_its_data_dir_for_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKBITS_DATA_DIR", str(tmp_path / "d"))
+    args = parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--model", "tiny-bert"])
+    assert pareto_cmd.base_config(args).task.data_dir == str(tmp_path / "d")
+    assert any(flag.dest == "data_dir" for flag in pareto_cmd.PARETO_FLAGS)
