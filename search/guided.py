@@ -129,7 +129,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=SCREEN_EXAMPLES,
         metavar="N",
-        help=f"evaluation rows per screened proposal (blocks of seq_len tokens; default {SCREEN_EXAMPLES})",
+        help=f"rows per screened proposal, drawn from the task's training text, never its evaluation split "
+        f"(blocks of seq_len tokens; default {SCREEN_EXAMPLES})",
     )
 
 
