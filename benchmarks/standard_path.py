@@ -324,6 +324,8 @@ def build_report(args: argparse.Namespace, rows: list[Row], check: dict[str, Any
     ratio_line = (
         f"ratio rankbits/standard: peak median {benchlib.median(peaks):.3f} (max {max(peaks):.3f}, goal <= 1.05); "
         f"tokens/s median {benchlib.median(speeds):.3f} (min {min(speeds):.3f}, goal >= 0.95)"
+        if rows
+        else "ratio rankbits/standard: no rows measured (--check-only runs the issue-12 check alone)"
     )
     return Report(
         name=NAME,
@@ -336,10 +338,16 @@ def build_report(args: argparse.Namespace, rows: list[Row], check: dict[str, Any
         ratio_line=ratio_line,
         ratio={
             "name": "rankbits/standard peak and tokens/s (medians)",
-            "peak": benchlib.median(peaks),
-            "peak_max": max(peaks),
-            "speed": benchlib.median(speeds),
-            "speed_min": min(speeds),
+            **(
+                {
+                    "peak": benchlib.median(peaks),
+                    "peak_max": max(peaks),
+                    "speed": benchlib.median(speeds),
+                    "speed_min": min(speeds),
+                }
+                if rows
+                else {}  # --check-only: no ratio (NaN is not JSON)
+            ),
             "issue12_check": check,
         },
         settings={"model": args.model, "steps": args.steps, "batch": args.batch, "seq_len": args.seq_len},
