@@ -19,8 +19,9 @@ same for every trial), so its hypervolumes rank memory alone, and at 2 trials TP
 trials (`n_startup_trials=5`). Conclusions about samplers need the full form: 60 steps is where SST-2 training
 on minilm-l6 leaves chance accuracy (at 30 steps every trial still predicted one class); two trials run at once
 with one thread each (on 2 cores that finishes the trials sooner than one 2-thread trial at a time). At 12
-trials TPE has 7 model-guided trials after 5 random ones. The full forms have not been run yet with the guided
-method (the last full SST-2 run, at 8 trials without it: tpe/grid 0.945). It also sets OMP_WAIT_POLICY=PASSIVE
+trials TPE has 7 model-guided trials after 5 random ones. Both full forms have been run with the guided method on
+seeds 0-2 (2026-11-30; guided/grid 1.199 on SST-2 and 1.155 on WikiText-2, guided/random 1.040 and 1.058: see
+benchmarks/README.md). It also sets OMP_WAIT_POLICY=PASSIVE
 (see `benchlib.passive_omp`) so that busy neighbours on a small machine do not stretch it to many minutes.
 """
 
