@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         load_env()
         _use_cluster_token()
     parser = build_parser(argv)
-    args, unknown = parser.parse_known_args(
-        argv
-    )  # --help exits here, before the libraries below are imported
+    # --help exits here, before the libraries below are imported
+    args, unknown = parser.parse_known_args(argv)
     if unknown:  # told by the subcommand's parser: its prog names the command, its --help lists the flags
         subparsers(parser).choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.given = given_flags(argv)

@@ -31,6 +31,7 @@ def data_dir_of(args: argparse.Namespace) -> str | None:
 
 
 def absolute_dir(path: str | None) -> str | None:
+    """`path` with `~` expanded and made absolute (not resolved: a symlinked data root stays as named); None stays."""
     return str(Path(path).expanduser().absolute()) if path else None
 
 

@@ -223,16 +223,17 @@ def handle(args: argparse.Namespace) -> int:
 
     chosen = choose(find_trials(args.results_dir), args.trial, args.best_under_mb, args.objective)
     record = export.make_record(chosen.config, chosen.result, chosen.trial_id, str(Path(args.results_dir)))
+    needs_model = not args.skip_check or args.merge
+    if needs_model and args.device:  # before OUT is written: a refused device must not block a retry
+        check_device(args.device)  # (_trial_device below falls back to auto when the trial's is not here)
     device = args.device or _trial_device(record.result)
-    if not args.skip_check or args.merge:  # before OUT is written: a refused device must not block a retry
-        check_device(device)
     out = export.write_export(args.out, record, chosen.adapter_dir)
     print(
         f"rankbits export: {record.config.get('config_id') or 'custom'} (trial {record.trial_id or '-'}) -> {out}",
         file=sys.stderr,
     )
     failed = []
-    if not args.skip_check or args.merge:
+    if needs_model:
         model, tokenizer = export.load_exported(out, device=device)
         checks = {}
         trial_value = record.metric

@@ -147,12 +147,14 @@ def launch(
         getattr(args, "mmap_threshold", None),
     )
     spec = {**spec, "harness": harness.to_dict()}  # experiment.json says how peaks were measured
-    if not args.overwrite:  # another experiment in the folder is refused before Ray starts (moves nothing)
-        results_io.prepare_folder(root, spec, args.resume, overwrite=False)
+    # Without --overwrite the folder check only reads, so it runs before Ray starts: another experiment there is
+    # refused at once. With --overwrite it moves the earlier folder aside, so it waits for the budget check.
+    resuming = None if args.overwrite else results_io.prepare_folder(root, spec, args.resume, overwrite=False)
     # The predicted peaks (model classes imported, meta models built) are computed while Ray starts.
     use_memory = init_ray(device, args.ray_address, meanwhile=lambda: predict_all(cells, device.kind))
     resource_cells(cells, device, True, args.max_concurrent)  # budget check before touching the folder
-    resuming = results_io.prepare_folder(root, spec, args.resume, args.overwrite)
+    if resuming is None:
+        resuming = results_io.prepare_folder(root, spec, args.resume, overwrite=True)
     root.mkdir(parents=True, exist_ok=True)
     if not resuming:
         results_io.write_spec(root, spec)

@@ -111,9 +111,8 @@ def test_a_device_not_here_is_refused_before_the_folder_is_written(
     assert main([*argv, "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["rankbits export: error: --device cuda: not available on this machine; use auto or cpu"]
-    assert not (
-        tmp_path / "x"
-    ).exists()  # a retry with another device is not blocked by a half-written folder
+    # a retry with another device is not blocked by a half-written folder
+    assert not (tmp_path / "x").exists()
     with pytest.raises(SystemExit) as info:
         main([*argv, "--device", "tpu"])
     assert info.value.code == 2 and "invalid choice: 'tpu'" in capsys.readouterr().err

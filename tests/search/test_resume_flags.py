@@ -182,3 +182,26 @@ def test_pareto_records_its_data_dir_for_resume(tmp_path, monkeypatch):
     args = parsed(["pareto", "--results-dir", str(tmp_path), "--name", "p", "--model", "tiny-bert"])
     assert pareto_cmd.base_config(args).task.data_dir == str(tmp_path / "d")
     assert any(flag.dest == "data_dir" for flag in pareto_cmd.PARETO_FLAGS)
+
+
+def test_grid_refuses_another_experiment_before_ray_starts_and_overwrite_moves_it_only_later(
+    tmp_path, tiny_data, monkeypatch, capsys
+):
+    from search import tuner
+
+    started = []
+
+    def no_ray(*args, **kwargs):
+        started.append(True)
+        raise ConfigError("Ray would start here")
+
+    monkeypatch.setattr(tuner, "init_ray", no_ray)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "experiment.json").write_text(json.dumps({"kind": "grid", "configs": ["B-Q4"]}))
+    argv = ["grid", "--results-dir", str(tmp_path), "--name", "g", "--configs", "B-FP", "--tasks", "sst2",
+            "--model-sst2", "tiny-bert", "--max-steps", "2", "--data-dir", str(tiny_data)]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "already holds a different experiment" in capsys.readouterr().err and not started
+    assert cli.main([*argv, "--overwrite"]) == 2
+    assert "Ray would start here" in capsys.readouterr().err and started
+    assert (tmp_path / "g" / "experiment.json").is_file()  # not moved aside before Ray and the budget check
